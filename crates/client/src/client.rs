@@ -1,0 +1,392 @@
+//! [`Client`]: one method per endpoint of `docs/api.md`.
+
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::Method;
+use reqwest::RequestBuilder;
+use reqwest::Response;
+use reqwest::StatusCode;
+use reqwest::Url;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::Written;
+use crate::Decision;
+use crate::EntityRecord;
+use crate::Error;
+use crate::EvaluationRequest;
+use crate::EvaluationResponse;
+use crate::EvaluationsRequest;
+use crate::EvaluationsResponse;
+use crate::Policy;
+use crate::PolicyList;
+use crate::Readiness;
+use crate::Result;
+use crate::Schema;
+
+const MIN_VERSION: &str = "verdict-min-version";
+const VERSION: &str = "verdict-version";
+const IF_MATCH: &str = "if-match";
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// A handle on one Verdict node. Cheap to clone; clones share one connection pool.
+///
+/// Every write takes `if_match` (fail with `precondition_failed` unless the resource is still at that
+/// version; `Some(0)` means "must not exist") and `idempotency_key` (a retry with the same key is
+/// applied once), and returns the committed version of the write.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl Client {
+    /// A client for the node at `base_url`, e.g. `http://127.0.0.1:8080`.
+    ///
+    /// Connects within 5 s and gives up on an answer after 60 s; use [`Client::with_http_client`]
+    /// for other settings.
+    pub fn new(base_url: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(Error::Transport)?;
+        Self::with_http_client(base_url, http)
+    }
+
+    /// A client that sends through `http` (custom timeouts, TLS roots, pool size).
+    pub fn with_http_client(base_url: &str, http: reqwest::Client) -> Result<Self> {
+        let invalid = |message: &str| Error::InvalidUrl {
+            url: base_url.to_owned(),
+            message: message.to_owned(),
+        };
+        let base = Url::parse(base_url).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https"));
+        }
+        if base.cannot_be_a_base() {
+            return Err(invalid("it cannot hold a path"));
+        }
+        Ok(Self { http, base })
+    }
+
+    /// The node this client talks to.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// `GET /livez`: succeeds while the process runs.
+    pub async fn livez(&self) -> Result<()> {
+        self.send(self.request(Method::GET, &["livez"])?).await?;
+        Ok(())
+    }
+
+    /// `GET /readyz`. A not-ready node (503 with a readiness body) is `Ok` with `ready: false`.
+    pub async fn readyz(&self) -> Result<Readiness> {
+        let resp = self
+            .request(Method::GET, &["readyz"])?
+            .send()
+            .await
+            .map_err(Error::Transport)?;
+        let status = resp.status();
+        if status.is_success() || status == StatusCode::SERVICE_UNAVAILABLE {
+            let bytes = resp.bytes().await.map_err(Error::Transport)?;
+            if let Ok(r) = serde_json::from_slice::<Readiness>(&bytes) {
+                return Ok(r);
+            }
+            return Err(Error::from_error_response(status.as_u16(), &bytes));
+        }
+        Err(error_from(resp).await)
+    }
+
+    /// `POST /access/v1/evaluation`. With `min_version`, the node answers from a snapshot at least
+    /// that new (or fails with `stale` / `future_version`).
+    pub async fn evaluation(
+        &self,
+        request: &EvaluationRequest,
+        min_version: Option<u64>,
+    ) -> Result<Decision<EvaluationResponse>> {
+        self.decide(&["access", "v1", "evaluation"], request, min_version)
+            .await
+    }
+
+    /// `POST /access/v1/evaluations` (batch).
+    pub async fn evaluations(
+        &self,
+        request: &EvaluationsRequest,
+        min_version: Option<u64>,
+    ) -> Result<Decision<EvaluationsResponse>> {
+        self.decide(&["access", "v1", "evaluations"], request, min_version)
+            .await
+    }
+
+    /// `PUT /v1/policies/{id}` with the Cedar text of one static policy.
+    pub async fn put_policy(
+        &self,
+        id: &str,
+        cedar: &str,
+        if_match: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        let rb = self
+            .request(Method::PUT, &["v1", "policies", id])?
+            .header(CONTENT_TYPE, TEXT)
+            .body(cedar.to_owned());
+        self.write(rb, if_match, idempotency_key).await
+    }
+
+    /// `GET /v1/policies/{id}`.
+    pub async fn get_policy(&self, id: &str) -> Result<Policy> {
+        let resp = self
+            .send(self.request(Method::GET, &["v1", "policies", id])?)
+            .await?;
+        decode(resp).await
+    }
+
+    /// `GET /v1/policies`: every policy, sorted by id.
+    pub async fn list_policies(&self) -> Result<PolicyList> {
+        let resp = self
+            .send(self.request(Method::GET, &["v1", "policies"])?)
+            .await?;
+        decode(resp).await
+    }
+
+    /// `DELETE /v1/policies/{id}`; `not_found` if absent.
+    pub async fn delete_policy(
+        &self,
+        id: &str,
+        if_match: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        let rb = self.request(Method::DELETE, &["v1", "policies", id])?;
+        self.write(rb, if_match, idempotency_key).await
+    }
+
+    /// `PUT /v1/policies`: replaces the whole policy set with the policies of `cedar`, atomically.
+    /// Ids come from `@id("…")` annotations, else `policy0`, `policy1`, … by position.
+    pub async fn replace_policies(
+        &self,
+        cedar: &str,
+        if_match: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        let rb = self
+            .request(Method::PUT, &["v1", "policies"])?
+            .header(CONTENT_TYPE, TEXT)
+            .body(cedar.to_owned());
+        self.write(rb, if_match, idempotency_key).await
+    }
+
+    /// `PUT /v1/schema`: `text` is Cedar's JSON schema format when `is_json`, else human-readable
+    /// Cedar schema text.
+    pub async fn put_schema(
+        &self,
+        text: &str,
+        is_json: bool,
+        if_match: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        let content_type = if is_json { "application/json" } else { TEXT };
+        let rb = self
+            .request(Method::PUT, &["v1", "schema"])?
+            .header(CONTENT_TYPE, content_type)
+            .body(text.to_owned());
+        self.write(rb, if_match, idempotency_key).await
+    }
+
+    /// `GET /v1/schema`; `not_found` if none is set.
+    pub async fn get_schema(&self) -> Result<Schema> {
+        let resp = self
+            .send(self.request(Method::GET, &["v1", "schema"])?)
+            .await?;
+        decode(resp).await
+    }
+
+    /// `DELETE /v1/schema`.
+    pub async fn delete_schema(
+        &self,
+        if_match: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        let rb = self.request(Method::DELETE, &["v1", "schema"])?;
+        self.write(rb, if_match, idempotency_key).await
+    }
+
+    /// `POST /v1/entities`: upserts `entities`, a JSON array in Cedar's entity format (a
+    /// `serde_json::Value` or anything that serializes to one).
+    pub async fn upsert_entities<T: Serialize + ?Sized>(
+        &self,
+        entities: &T,
+        if_match: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        let rb = self
+            .request(Method::POST, &["v1", "entities"])?
+            .json(entities);
+        self.write(rb, if_match, idempotency_key).await
+    }
+
+    /// `DELETE /v1/entities`: `uids` is an array of `{"type", "id"}` (e.g. `&[EntityUid]`).
+    pub async fn delete_entities<T: Serialize + ?Sized>(
+        &self,
+        uids: &T,
+        if_match: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        let rb = self
+            .request(Method::DELETE, &["v1", "entities"])?
+            .json(uids);
+        self.write(rb, if_match, idempotency_key).await
+    }
+
+    /// `GET /v1/entities/{type}/{id}`; `not_found` if absent.
+    pub async fn get_entity(&self, r#type: &str, id: &str) -> Result<EntityRecord> {
+        let resp = self
+            .send(self.request(Method::GET, &["v1", "entities", r#type, id])?)
+            .await?;
+        decode(resp).await
+    }
+
+    /// `PUT /v1/entities`: replaces all entities with `entities`, atomically.
+    pub async fn replace_entities<T: Serialize + ?Sized>(
+        &self,
+        entities: &T,
+        if_match: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        let rb = self
+            .request(Method::PUT, &["v1", "entities"])?
+            .json(entities);
+        self.write(rb, if_match, idempotency_key).await
+    }
+
+    /// A request to the base URL plus `segments`, each percent-encoded as one path segment (so a
+    /// policy id with `/` or an entity type with `::` stays one segment).
+    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| Error::InvalidUrl {
+                url: self.base.to_string(),
+                message: "it cannot hold a path".to_owned(),
+            })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(self.http.request(method, url))
+    }
+
+    async fn decide<B: Serialize, T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &B,
+        min_version: Option<u64>,
+    ) -> Result<Decision<T>> {
+        let mut rb = self.request(Method::POST, segments)?.json(body);
+        if let Some(v) = min_version {
+            rb = rb.header(MIN_VERSION, v);
+        }
+        let resp = self.send(rb).await?;
+        let version = version_header(resp.headers());
+        Ok(Decision {
+            body: decode(resp).await?,
+            version,
+        })
+    }
+
+    async fn write(
+        &self,
+        mut rb: RequestBuilder,
+        if_match: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        if let Some(v) = if_match {
+            rb = rb.header(IF_MATCH, v);
+        }
+        if let Some(key) = idempotency_key {
+            rb = rb.header(IDEMPOTENCY_KEY, key);
+        }
+        let written: Written = decode(self.send(rb).await?).await?;
+        Ok(written.version)
+    }
+
+    /// Sends and turns any non-success answer into an [`Error`].
+    async fn send(&self, rb: RequestBuilder) -> Result<Response> {
+        let resp = rb.send().await.map_err(Error::Transport)?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(error_from(resp).await)
+        }
+    }
+}
+
+fn version_header(headers: &HeaderMap) -> Option<u64> {
+    headers.get(VERSION)?.to_str().ok()?.trim().parse().ok()
+}
+
+async fn error_from(resp: Response) -> Error {
+    let status = resp.status().as_u16();
+    match resp.bytes().await {
+        Ok(body) => Error::from_error_response(status, &body),
+        Err(e) => Error::Transport(e),
+    }
+}
+
+async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T> {
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.map_err(Error::Transport)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+        status,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url_of(client: &Client, segments: &[&str]) -> String {
+        let rb = client.request(Method::GET, segments).unwrap();
+        rb.build().unwrap().url().to_string()
+    }
+
+    #[test]
+    fn path_segments_are_escaped_one_by_one() {
+        let c = Client::new("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            url_of(&c, &["v1", "entities", "Ns::User", "a b/c"]),
+            "http://127.0.0.1:8080/v1/entities/Ns::User/a%20b%2Fc"
+        );
+    }
+
+    #[test]
+    fn a_base_path_prefix_is_kept() {
+        let c = Client::new("http://example.com/verdict/").unwrap();
+        assert_eq!(
+            url_of(&c, &["v1", "policies"]),
+            "http://example.com/verdict/v1/policies"
+        );
+    }
+
+    #[test]
+    fn bad_base_urls_are_rejected() {
+        assert!(matches!(
+            Client::new("127.0.0.1:8080"),
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Client::new("ftp://example.com"),
+            Err(Error::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn the_version_header_is_read() {
+        let mut h = HeaderMap::new();
+        h.insert(VERSION, "42".parse().unwrap());
+        assert_eq!(version_header(&h), Some(42));
+        assert_eq!(version_header(&HeaderMap::new()), None);
+    }
+}

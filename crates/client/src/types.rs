@@ -1,0 +1,330 @@
+//! Request and response bodies, mirroring `docs/api.md` field for field.
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::Value;
+
+/// The AuthZEN subject: who asks. Becomes the Cedar principal `type::"id"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    /// Cedar entity type, e.g. `User` or `Ns::User`.
+    pub r#type: String,
+    /// Entity id.
+    pub id: String,
+    /// Attributes merged over the stored entity's for this request only (Cedar entity-JSON values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Value>,
+}
+
+/// The AuthZEN action. Becomes `Action::"name"`, or `name` itself when it is a full Cedar uid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// Action name, e.g. `view` or `Ns::Action::"view"`.
+    pub name: String,
+    /// Attributes for this request only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Value>,
+}
+
+/// The AuthZEN resource: what is accessed. Becomes the Cedar resource `type::"id"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    /// Cedar entity type.
+    pub r#type: String,
+    /// Entity id.
+    pub id: String,
+    /// Attributes merged over the stored entity's for this request only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Value>,
+}
+
+impl Subject {
+    /// A subject without properties.
+    pub fn new(r#type: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            r#type: r#type.into(),
+            id: id.into(),
+            properties: None,
+        }
+    }
+}
+
+impl Action {
+    /// An action without properties.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            properties: None,
+        }
+    }
+}
+
+impl Resource {
+    /// A resource without properties.
+    pub fn new(r#type: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            r#type: r#type.into(),
+            id: id.into(),
+            properties: None,
+        }
+    }
+}
+
+/// Body of `POST /access/v1/evaluation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationRequest {
+    /// Who asks.
+    pub subject: Subject,
+    /// What they want to do.
+    pub action: Action,
+    /// What to.
+    pub resource: Resource,
+    /// The Cedar context record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+}
+
+impl EvaluationRequest {
+    /// A request without context.
+    pub fn new(subject: Subject, action: Action, resource: Resource) -> Self {
+        Self {
+            subject,
+            action,
+            resource,
+            context: None,
+        }
+    }
+
+    /// Sets the Cedar context record.
+    pub fn with_context(mut self, context: Value) -> Self {
+        self.context = Some(context);
+        self
+    }
+}
+
+/// One decision: `decision` plus the server's explanation in `context`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationResponse {
+    /// True for permit.
+    pub decision: bool,
+    /// `version`, `reason_user`, `reason_admin`, `obligations`, or `error` for a batch item that could
+    /// not be evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+}
+
+/// A decision together with the `Verdict-Version` header of its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision<T> {
+    /// The response body.
+    pub body: T,
+    /// The snapshot version the decision was computed from (`Verdict-Version`), when sent.
+    pub version: Option<u64>,
+}
+
+/// How a batch stops early (`options.evaluations_semantic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvaluationsSemantic {
+    /// Evaluate every item (the default).
+    ExecuteAll,
+    /// Stop after the first deny.
+    DenyOnFirstDeny,
+    /// Stop after the first permit.
+    PermitOnFirstPermit,
+}
+
+/// `options` of a batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationsOptions {
+    /// Early-stop rule; the server's default is [`EvaluationsSemantic::ExecuteAll`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluations_semantic: Option<EvaluationsSemantic>,
+}
+
+/// One item of a batch; each field present replaces the top-level default as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationItem {
+    /// Overrides the default subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    /// Overrides the default action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// Overrides the default resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Resource>,
+    /// Overrides the default context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+}
+
+/// Body of `POST /access/v1/evaluations`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationsRequest {
+    /// Default subject for every item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    /// Default action for every item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// Default resource for every item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<Resource>,
+    /// Default context for every item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+    /// The items; empty means one evaluation of the top-level fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluations: Vec<EvaluationItem>,
+    /// Early-stop rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<EvaluationsOptions>,
+}
+
+/// Answer of `POST /access/v1/evaluations`: one result per item, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationsResponse {
+    /// The results (shorter than the request when an early-stop semantic fired).
+    pub evaluations: Vec<EvaluationResponse>,
+}
+
+/// A stored policy (`GET /v1/policies/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Policy id.
+    pub id: String,
+    /// Cedar text.
+    pub cedar: String,
+    /// Log index that last wrote this policy; pass it as `if_match`.
+    pub version: u64,
+}
+
+/// All policies (`GET /v1/policies`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyList {
+    /// Version of the snapshot listed; use it as `if_match` for a whole-set replace.
+    pub version: u64,
+    /// Sorted by id.
+    pub policies: Vec<Policy>,
+}
+
+/// The two schema formats Cedar reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaFormat {
+    /// Human-readable Cedar schema text.
+    Cedar,
+    /// Cedar's JSON schema format.
+    Json,
+}
+
+/// The schema that is set (`GET /v1/schema`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    /// A JSON string for the Cedar format, the JSON document itself for the JSON format.
+    pub schema: Value,
+    /// Which format `schema` is in.
+    pub format: SchemaFormat,
+    /// Log index that last wrote the schema.
+    pub version: u64,
+}
+
+/// A stored entity (`GET /v1/entities/{type}/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    /// The entity in Cedar's entity JSON format (`uid`, `attrs`, `parents`, `tags`).
+    pub entity: Value,
+    /// Log index that last wrote this entity.
+    pub version: u64,
+}
+
+/// An entity reference, as `DELETE /v1/entities` takes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityUid {
+    /// Cedar entity type.
+    pub r#type: String,
+    /// Entity id.
+    pub id: String,
+}
+
+impl EntityUid {
+    /// A reference to `type::"id"`.
+    pub fn new(r#type: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            r#type: r#type.into(),
+            id: id.into(),
+        }
+    }
+}
+
+/// Answer of `GET /readyz`, ready or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// True when the node can serve fresh decisions.
+    pub ready: bool,
+    /// Why not, when not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Whatever else the node reports (leader, versions, …).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, Value>,
+}
+
+/// The answer of every successful write.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Written {
+    pub(crate) version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_evaluation_request_serializes_to_the_authzen_shape() {
+        let req = EvaluationRequest::new(
+            Subject::new("User", "alice"),
+            Action::new("view"),
+            Resource::new("Doc", "d1"),
+        )
+        .with_context(json!({"ip": "10.0.0.1"}));
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            json!({"subject": {"type": "User", "id": "alice"}, "action": {"name": "view"},
+                   "resource": {"type": "Doc", "id": "d1"}, "context": {"ip": "10.0.0.1"}})
+        );
+    }
+
+    #[test]
+    fn a_batch_omits_what_is_not_set() {
+        let req = EvaluationsRequest {
+            subject: Some(Subject::new("User", "alice")),
+            evaluations: vec![EvaluationItem {
+                action: Some(Action::new("edit")),
+                ..Default::default()
+            }],
+            options: Some(EvaluationsOptions {
+                evaluations_semantic: Some(EvaluationsSemantic::DenyOnFirstDeny),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            json!({"subject": {"type": "User", "id": "alice"},
+                   "evaluations": [{"action": {"name": "edit"}}],
+                   "options": {"evaluations_semantic": "deny_on_first_deny"}})
+        );
+    }
+
+    #[test]
+    fn readiness_keeps_extra_fields() {
+        let r: Readiness =
+            serde_json::from_value(json!({"ready": false, "reason": "no leader", "term": 3}))
+                .unwrap();
+        assert!(!r.ready);
+        assert_eq!(r.reason.as_deref(), Some("no leader"));
+        assert_eq!(r.details.get("term"), Some(&json!(3)));
+    }
+}

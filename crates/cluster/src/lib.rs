@@ -1,0 +1,29 @@
+//! Verdict's replication layer: openraft over sled, publishing the engine's snapshots.
+//!
+//! Layout:
+//! - [`types`]: the openraft type configuration (log payload, response, member addresses).
+//! - [`codec`]: format-version-prefixed bincode for everything persisted or sent.
+//! - [`log_store`]: the Raft log, vote and committed index on sled, flushed before acknowledging.
+//! - [`state_machine`]: applies committed entries to the engine, publishes snapshots (arc-swap),
+//!   writes snapshot files.
+//! - [`network`]: peer RPCs over HTTP, client and server halves.
+//! - [`node`]: start-up, bootstrap and the small API the server uses; openraft stays inside.
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod state_machine;
+pub mod types;
+
+pub use node::Node;
+pub use node::NodeOptions;
+pub use node::Status;
+pub use node::WriteError;
+pub use state_machine::Published;
+pub use types::NodeInfo;

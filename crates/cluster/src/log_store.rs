@@ -1,0 +1,206 @@
+//! The Raft log, vote and committed index on sled.
+//!
+//! Trees: `log` (u64 big-endian index → encoded entry, so keys sort by index) and `meta` (vote,
+//! committed, last purged). sled flushes in the background only every 500 ms, so every operation
+//! that openraft must see as durable (append, vote) calls `flush` before reporting success: an early
+//! acknowledgement could double-vote or lose acknowledged writes after a crash.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::Bound;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+use openraft::alias::EntryOf;
+use openraft::alias::LogIdOf;
+use openraft::alias::VoteOf;
+use openraft::entry::RaftEntry;
+use openraft::storage::IOFlushed;
+use openraft::storage::RaftLogStorage;
+use openraft::LogState;
+use openraft::OptionalSend;
+use openraft::RaftLogReader;
+
+use crate::codec::decode;
+use crate::codec::encode;
+use crate::types::TypeConfig;
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// The log store. Cheap to clone (sled handles are reference counted).
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    /// Serialises flushes from concurrent appends so their callbacks fire in order.
+    flush_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log trees in `db`.
+    pub fn open(db: sled::Db) -> Result<Self, io::Error> {
+        let log = db.open_tree("log").map_err(io_err)?;
+        let meta = db.open_tree("meta").map_err(io_err)?;
+        Ok(Self {
+            db,
+            log,
+            meta,
+            flush_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {
+        match self.meta.get(key).map_err(io_err)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), io::Error> {
+        self.meta.insert(key, encode(value)?).map_err(io_err)?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), io::Error> {
+        let _guard = self.flush_lock.lock().await;
+        self.db.flush_async().await.map_err(io_err)?;
+        Ok(())
+    }
+}
+
+fn io_err(e: sled::Error) -> io::Error {
+    io::Error::other(format!("sled: {e}"))
+}
+
+fn key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<EntryOf<TypeConfig>>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        for item in self.log.range(key(start)..) {
+            let (k, v) = item.map_err(io_err)?;
+            let mut idx = [0u8; 8];
+            if k.len() != 8 {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "bad log key"));
+            }
+            idx.copy_from_slice(&k);
+            let index = u64::from_be_bytes(idx);
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(decode::<EntryOf<TypeConfig>>(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<TypeConfig>>, io::Error> {
+        self.get_meta(VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged: Option<LogIdOf<TypeConfig>> = self.get_meta(LAST_PURGED)?;
+        let last = match self.log.last().map_err(io_err)? {
+            Some((_, v)) => Some(decode::<EntryOf<TypeConfig>>(&v)?.log_id()),
+            None => last_purged.clone(),
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<TypeConfig>) -> Result<(), io::Error> {
+        self.put_meta(VOTE, vote)?;
+        // Durable before returning: a vote forgotten in a crash allows voting twice in one term.
+        self.flush().await
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogIdOf<TypeConfig>>,
+    ) -> Result<(), io::Error> {
+        // Not flushed here: it rides on the next append/vote flush. Losing the latest value only
+        // means replaying fewer entries at start-up; the committed entries themselves are durable.
+        self.put_meta(COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<TypeConfig>>, io::Error> {
+        Ok(self
+            .get_meta::<Option<LogIdOf<TypeConfig>>>(COMMITTED)?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = EntryOf<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(&key(entry.index()), encode(&entry)?);
+        }
+        // Written (readable) before returning, as openraft requires; durable only when the flush
+        // below completes, and only then is the callback told so. Appends are amortised: one flush
+        // covers every entry written before it.
+        self.log.apply_batch(batch).map_err(io_err)?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let res = this.flush().await;
+            callback.io_completed(res);
+        });
+        Ok(())
+    }
+
+    async fn truncate_after(
+        &mut self,
+        last_log_id: Option<LogIdOf<TypeConfig>>,
+    ) -> Result<(), io::Error> {
+        let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(key(from)..) {
+            let (k, _) = item.map_err(io_err)?;
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(io_err)?;
+        // Flushed so a restart cannot resurrect entries a new leader overwrote.
+        self.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<TypeConfig>) -> Result<(), io::Error> {
+        // Record the purge point first: entries at or before it are ignored even if still present.
+        self.put_meta(LAST_PURGED, &log_id)?;
+        self.flush().await?;
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=key(log_id.index())) {
+            let (k, _) = item.map_err(io_err)?;
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(io_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! The peer transport: Raft RPCs as HTTP POSTs of version-prefixed bincode to the peer listener.
+//!
+//! Client side: [`PeerNetwork`] (openraft's network factory), one shared reqwest client; connect
+//! failures map to `Unreachable` so openraft backs off instead of treating the peer as broken.
+//! Server side: [`PeerService`] turns request bytes into response bytes; the server crate mounts it
+//! on the peer listener. Remote errors travel as strings: openraft's error types are not part of the
+//! wire format.
+
+use std::future::Future;
+use std::io;
+use std::io::Cursor;
+use std::time::Duration;
+
+use openraft::alias::SnapshotOf;
+use openraft::alias::VoteOf;
+use openraft::error::NetworkError;
+use openraft::error::RPCError;
+use openraft::error::ReplicationClosed;
+use openraft::error::StreamingError;
+use openraft::error::Unreachable;
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::RPCOption;
+use openraft::network::RaftNetworkFactory;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::TransferLeaderResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::codec::decode;
+use crate::codec::encode;
+use crate::types::NodeId;
+use crate::types::NodeInfo;
+use crate::types::Raft;
+use crate::types::TypeConfig;
+
+/// Header carrying the cluster secret on peer RPCs.
+pub const SECRET_HEADER: &str = "verdict-cluster-secret";
+
+type WireResult<T> = Result<T, String>;
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotWire {
+    vote: VoteOf<TypeConfig>,
+    meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
+    data: Vec<u8>,
+}
+
+/// Creates a client per target peer.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    http: reqwest::Client,
+    secret: String,
+}
+
+impl PeerNetwork {
+    /// A network with one pooled HTTP client for all peers.
+    pub fn new(secret: String) -> Result<Self, io::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| io::Error::other(format!("peer http client: {e}")))?;
+        Ok(Self { http, secret })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
+        PeerClient {
+            http: self.http.clone(),
+            secret: self.secret.clone(),
+            base: format!("http://{}/raft", node.peer_addr),
+            target,
+        }
+    }
+}
+
+/// A client for one peer.
+pub struct PeerClient {
+    http: reqwest::Client,
+    secret: String,
+    base: String,
+    target: NodeId,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl PeerClient {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let resp = self
+            .http
+            .post(format!("{}/{path}", self.base))
+            .header(SECRET_HEADER, &self.secret)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if !status.is_success() {
+            let msg = Msg(format!(
+                "peer {} answered {status}: {}",
+                self.target,
+                String::from_utf8_lossy(&bytes)
+            ));
+            return Err(RPCError::Network(NetworkError::new(&msg)));
+        }
+        let result: WireResult<Resp> =
+            decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|m| RPCError::Network(NetworkError::new(&Msg(m))))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("append", &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("vote", &rpc, option.hard_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Self::SnapshotData>,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let wire = SnapshotWire {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        self.call("snapshot", &wire, Duration::from_secs(120))
+            .await
+            .map_err(|e| match e {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                other => StreamingError::Network(NetworkError::new(&other)),
+            })
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("transfer-leader", &req, option.hard_ttl()).await
+    }
+}
+
+/// Serves peer RPCs for one local Raft node.
+#[derive(Clone)]
+pub struct PeerService {
+    raft: Raft,
+}
+
+impl PeerService {
+    /// Wraps the local Raft handle.
+    pub fn new(raft: Raft) -> Self {
+        Self { raft }
+    }
+
+    /// Handles one RPC: `path` is the last URL segment, `body` the encoded request; the answer is an
+    /// encoded `Result<response, String>`. `Err` means the request itself was undecodable.
+    pub async fn handle(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, io::Error> {
+        match path {
+            "append" => {
+                let req: AppendEntriesRequest<TypeConfig> = decode(body)?;
+                encode(
+                    &self
+                        .raft
+                        .append_entries(req)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            "vote" => {
+                let req: VoteRequest<TypeConfig> = decode(body)?;
+                encode(&self.raft.vote(req).await.map_err(|e| e.to_string()))
+            }
+            "snapshot" => {
+                let wire: SnapshotWire = decode(body)?;
+                let snapshot = SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
+                    meta: wire.meta,
+                    snapshot: Cursor::new(wire.data),
+                };
+                encode(
+                    &self
+                        .raft
+                        .install_full_snapshot(wire.vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            "transfer-leader" => {
+                let req: TransferLeaderRequest<TypeConfig> = decode(body)?;
+                encode(
+                    &self
+                        .raft
+                        .handle_transfer_leader(req)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            other => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no peer RPC `{other}`"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The state machine: applies committed entries to the engine's immutable snapshot and publishes each
+//! batch's result atomically (arc-swap). It keeps no state on disk between snapshots: a restart loads
+//! the latest snapshot file and openraft replays the committed log tail after it.
+//!
+//! Snapshot files are `snap-<index>.bin` in the snapshot directory: written to a temporary file,
+//! fsynced, renamed, and the directory fsynced, so a crash leaves either the old or the new file.
+
+use std::fs;
+use std::io;
+use std::io::Cursor;
+use std::io::Write as _;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use futures::Stream;
+use futures::TryStreamExt;
+use openraft::alias::LogIdOf;
+use openraft::alias::SnapshotMetaOf;
+use openraft::alias::SnapshotOf;
+use openraft::alias::StoredMembershipOf;
+use openraft::entry::RaftEntry;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::sync::watch;
+use verdict_engine::persist::PersistedState;
+use verdict_engine::Outcome;
+use verdict_engine::Snapshot;
+
+use crate::codec::decode;
+use crate::codec::encode;
+use crate::types::Response;
+use crate::types::TypeConfig;
+
+/// What the rest of the node reads: the published snapshot and a signal when its version moves.
+pub struct Published {
+    current: ArcSwap<Snapshot>,
+    version_tx: watch::Sender<u64>,
+}
+
+impl Published {
+    fn new(initial: Snapshot) -> Self {
+        let version = initial.version();
+        Self {
+            current: ArcSwap::from_pointee(initial),
+            version_tx: watch::channel(version).0,
+        }
+    }
+
+    /// The current snapshot. Never blocks, never waits for a writer.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc`.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// A receiver that observes every version change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version_tx.subscribe()
+    }
+
+    fn publish(&self, next: Arc<Snapshot>) {
+        let version = next.version();
+        // INVARIANT: versions never go backwards; apply only ever moves forward.
+        if version < self.current.load().version() {
+            return;
+        }
+        self.current.store(next);
+        self.version_tx.send_replace(version);
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMetaOf<TypeConfig>,
+    state: PersistedState,
+}
+
+/// The openraft state machine over the engine.
+pub struct StateMachine {
+    published: Arc<Published>,
+    last_applied: Option<LogIdOf<TypeConfig>>,
+    last_membership: StoredMembershipOf<TypeConfig>,
+    dir: PathBuf,
+}
+
+impl StateMachine {
+    /// Opens the state machine, loading the newest snapshot file in `dir` if there is one.
+    pub fn open(dir: &Path) -> Result<Self, io::Error> {
+        fs::create_dir_all(dir)?;
+        let mut sm = Self {
+            published: Arc::new(Published::new(Snapshot::empty())),
+            last_applied: None,
+            last_membership: StoredMembershipOf::<TypeConfig>::default(),
+            dir: dir.to_path_buf(),
+        };
+        if let Some(path) = newest_snapshot(dir)? {
+            let bytes = fs::read(&path)?;
+            let file: SnapshotFile = decode(&bytes)?;
+            let snapshot = Snapshot::from_persisted(&file.state).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("snapshot {}: {e}", path.display()),
+                )
+            })?;
+            tracing::info!(version = snapshot.version(), file = %path.display(), "loaded snapshot");
+            sm.published = Arc::new(Published::new(snapshot));
+            sm.last_applied = file.meta.last_log_id;
+            sm.last_membership = file.meta.last_membership;
+        }
+        Ok(sm)
+    }
+
+    /// The published state, shared with the server.
+    pub fn published(&self) -> Arc<Published> {
+        self.published.clone()
+    }
+}
+
+fn snapshot_name(index: u64) -> String {
+    format!("snap-{index:020}.bin")
+}
+
+fn newest_snapshot(dir: &Path) -> Result<Option<PathBuf>, io::Error> {
+    let mut best: Option<PathBuf> = None;
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("snap-") && name.ends_with(".bin") {
+            if best.as_ref().is_none_or(|b| path > *b) {
+                best = Some(path);
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// Writes `bytes` to `dir/name` atomically and durably, then removes older snapshot files.
+fn write_snapshot_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), io::Error> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    let path = dir.join(name);
+    fs::rename(&tmp, &path)?;
+    fs::File::open(dir)?.sync_all()?;
+    for entry in fs::read_dir(dir)? {
+        let p = entry?.path();
+        let n = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        if n.starts_with("snap-") && p != path && (n.as_str() < name || n.ends_with(".tmp")) {
+            let _ = fs::remove_file(&p);
+        }
+    }
+    Ok(())
+}
+
+/// Builds snapshot files from a fixed, consistent view: the published snapshot and the log position
+/// and membership it reflects, captured together.
+pub struct Builder {
+    snapshot: Arc<Snapshot>,
+    last_applied: Option<LogIdOf<TypeConfig>>,
+    last_membership: StoredMembershipOf<TypeConfig>,
+    dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<SnapshotOf<TypeConfig, Self::SnapshotData>, io::Error> {
+        let meta = SnapshotMetaOf::<TypeConfig> {
+            last_log_id: self.last_applied,
+            last_membership: self.last_membership.clone(),
+        };
+        let snapshot = self.snapshot.clone();
+        let dir = self.dir.clone();
+        let file_meta = meta.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, io::Error> {
+            let file = SnapshotFile {
+                meta: file_meta.clone(),
+                state: snapshot.to_persisted(),
+            };
+            let bytes = encode(&file)?;
+            let index = file_meta.last_log_id.map(|l| l.index()).unwrap_or(0);
+            write_snapshot_file(&dir, &snapshot_name(index), &bytes)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("snapshot task: {e}")))??;
+        tracing::info!(index = ?meta.last_log_id.map(|l| l.index()), bytes = bytes.len(), "built snapshot");
+        Ok(SnapshotOf::<TypeConfig, Self::SnapshotData> {
+            meta,
+            snapshot: Cursor::new(bytes),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = Builder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
+        Ok((self.last_applied, self.last_membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut state: Arc<Snapshot> = self.published.load_full();
+        let mut next: Option<Snapshot> = None;
+        let mut responders = Vec::new();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id();
+            let index = log_id.index();
+            let base: &Snapshot = next.as_ref().unwrap_or(&state);
+            let (after, outcome) = match &entry.payload {
+                EntryPayload::Normal(req) => base.apply(index, &req.0),
+                EntryPayload::Membership(m) => {
+                    self.last_membership =
+                        StoredMembershipOf::<TypeConfig>::new(Some(log_id), m.clone());
+                    (base.at_version(index), Outcome::Applied)
+                }
+                EntryPayload::Blank => (base.at_version(index), Outcome::Applied),
+            };
+            if let Outcome::Rejected(e) = &outcome {
+                tracing::debug!(index, code = e.code.as_str(), "write rejected in apply");
+            }
+            next = Some(after);
+            self.last_applied = Some(log_id);
+            if let Some(r) = responder {
+                responders.push((r, Response(outcome)));
+            }
+        }
+        if let Some(next) = next {
+            state = Arc::new(next);
+            // Publish before answering: a client that is told "version N" can read N here at once.
+            self.published.publish(state);
+        }
+        for (r, resp) in responders {
+            r.send(resp);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        Builder {
+            snapshot: self.published.load_full(),
+            last_applied: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let bytes = snapshot.into_inner();
+        let dir = self.dir.clone();
+        let index = meta.last_log_id.map(|l| l.index()).unwrap_or(0);
+        let restored = tokio::task::spawn_blocking(move || -> Result<Snapshot, io::Error> {
+            let file: SnapshotFile = decode(&bytes)?;
+            let snap = Snapshot::from_persisted(&file.state).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {e}"))
+            })?;
+            write_snapshot_file(&dir, &snapshot_name(index), &bytes)?;
+            Ok(snap)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("install task: {e}")))??;
+        self.last_applied = meta.last_log_id;
+        self.last_membership = meta.last_membership.clone();
+        self.published.publish(Arc::new(restored.at_version(index)));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, Self::SnapshotData>>, io::Error> {
+        let Some(path) = newest_snapshot(&self.dir)? else {
+            return Ok(None);
+        };
+        let bytes = fs::read(&path)?;
+        let file: SnapshotFile = decode(&bytes)?;
+        Ok(Some(SnapshotOf::<TypeConfig, Self::SnapshotData> {
+            meta: file.meta,
+            snapshot: Cursor::new(bytes),
+        }))
+    }
+}

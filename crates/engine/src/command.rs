@@ -1,0 +1,104 @@
+//! The writes that go through the Raft log. Each is plain data: texts are re-parsed in apply, so the
+//! log holds what the user sent and every node derives the same state from it.
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::error::EngineError;
+
+/// One state change. Entity JSON travels as text because the log encoding (bincode) cannot carry
+/// self-describing JSON values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create or replace one policy.
+    PutPolicy {
+        /// Policy id.
+        id: String,
+        /// Cedar text of exactly one static policy.
+        cedar: String,
+    },
+    /// Delete one policy.
+    DeletePolicy {
+        /// Policy id.
+        id: String,
+    },
+    /// Replace the whole policy set with the policies of one Cedar text (ids from `@id`).
+    ReplacePoliciesText {
+        /// Cedar text of the set.
+        cedar: String,
+    },
+    /// Replace the whole policy set with an id → text map.
+    ReplacePoliciesMap {
+        /// `(id, cedar)` pairs.
+        policies: Vec<(String, String)>,
+    },
+    /// Set the schema.
+    PutSchema {
+        /// Schema text.
+        text: String,
+        /// Whether `text` is the JSON schema format.
+        json: bool,
+    },
+    /// Remove the schema.
+    DeleteSchema,
+    /// Upsert entities (a JSON array in Cedar's entity format).
+    UpsertEntities {
+        /// JSON array text.
+        json: String,
+    },
+    /// Delete entities by `(type, id)`.
+    DeleteEntities {
+        /// `(type, id)` pairs.
+        uids: Vec<(String, String)>,
+    },
+    /// Replace all entities (a JSON array in Cedar's entity format).
+    ReplaceEntities {
+        /// JSON array text.
+        json: String,
+    },
+}
+
+impl Command {
+    /// A short name for logs and the watch stream (never the content).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::PutPolicy { .. } => "put_policy",
+            Self::DeletePolicy { .. } => "delete_policy",
+            Self::ReplacePoliciesText { .. } | Self::ReplacePoliciesMap { .. } => {
+                "replace_policies"
+            }
+            Self::PutSchema { .. } => "put_schema",
+            Self::DeleteSchema => "delete_schema",
+            Self::UpsertEntities { .. } => "upsert_entities",
+            Self::DeleteEntities { .. } => "delete_entities",
+            Self::ReplaceEntities { .. } => "replace_entities",
+        }
+    }
+}
+
+/// A command with the write's conditions and the leader's stamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Write {
+    /// What to change.
+    pub command: Command,
+    /// `If-Match`: the version the resource must still have (0 = must not exist).
+    pub if_match: Option<u64>,
+    /// `Idempotency-Key`: a retried write with the same key is applied once.
+    pub idempotency_key: Option<String>,
+    /// Milliseconds since the Unix epoch, stamped by the leader; apply never reads a clock.
+    pub stamped_ms: u64,
+}
+
+/// What applying a write did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The state changed (or a no-op write was accepted) at this entry's version.
+    Applied,
+    /// The idempotency key was seen before; the first application's version.
+    Duplicate {
+        /// The version of the first application.
+        version: u64,
+    },
+    /// The write was refused; the state is unchanged.
+    Rejected(EngineError),
+}

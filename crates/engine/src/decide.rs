@@ -1,0 +1,434 @@
+//! Decisions: an AuthZEN-shaped input mapped to Cedar, evaluated against only the candidate policies
+//! of the scope index, over a small per-request entity slice.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::OnceLock;
+
+use cedar_policy::Authorizer;
+use cedar_policy::Context;
+use cedar_policy::Decision as CedarDecision;
+use cedar_policy::Effect;
+use cedar_policy::Entities;
+use cedar_policy::Entity;
+use cedar_policy::EntityId;
+use cedar_policy::EntityTypeName;
+use cedar_policy::EntityUid;
+use cedar_policy::Request;
+use serde_json::Map;
+use serde_json::Value;
+
+use crate::entity::StoredEntity;
+use crate::error::EngineError;
+use crate::error::ErrorCode;
+use crate::ids::truncate;
+use crate::index::Bucket;
+use crate::index::IndexKey;
+use crate::policy::StoredPolicy;
+use crate::snapshot::Snapshot;
+
+/// One decision request, already mapped to Cedar.
+#[derive(Debug, Clone)]
+pub struct DecisionInput {
+    /// The principal (`subject`).
+    pub principal: EntityUid,
+    /// The action.
+    pub action: EntityUid,
+    /// The resource.
+    pub resource: EntityUid,
+    /// `subject.properties`, merged over the stored attributes for this request only.
+    pub principal_properties: Option<Map<String, Value>>,
+    /// `resource.properties`, likewise.
+    pub resource_properties: Option<Map<String, Value>>,
+    /// `context`, the Cedar context record.
+    pub context: Option<Map<String, Value>>,
+}
+
+impl DecisionInput {
+    /// Maps AuthZEN's `subject`, `action`, `resource` and `context` JSON values to Cedar, with the
+    /// errors AuthZEN asks for: a missing object or field is `missing_field`, a wrong type
+    /// `invalid_json`.
+    pub fn from_authzen(
+        subject: Option<&Value>,
+        action: Option<&Value>,
+        resource: Option<&Value>,
+        context: Option<&Value>,
+    ) -> Result<Self, EngineError> {
+        let (principal, principal_properties) = typed_entity("subject", subject)?;
+        let (resource, resource_properties) = typed_entity("resource", resource)?;
+        let action = action_uid(action)?;
+        let context = match context {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m.clone()),
+            Some(_) => return Err(wrong_type("context", "an object")),
+        };
+        Ok(Self {
+            principal,
+            action,
+            resource,
+            principal_properties,
+            resource_properties,
+            context,
+        })
+    }
+}
+
+fn missing(what: &str) -> EngineError {
+    EngineError::new(
+        ErrorCode::MissingField,
+        format!("`{what}` is required; see the AuthZEN request shape in docs/api.md"),
+    )
+}
+
+fn wrong_type(what: &str, expected: &str) -> EngineError {
+    EngineError::new(
+        ErrorCode::InvalidRequest,
+        format!("`{what}` must be {expected}"),
+    )
+}
+
+fn required_str<'a>(
+    obj: &'a Map<String, Value>,
+    parent: &str,
+    field: &str,
+) -> Result<&'a str, EngineError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(missing(&format!("{parent}.{field}"))),
+        Some(Value::String(s)) if s.is_empty() => Err(missing(&format!("{parent}.{field}"))),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(wrong_type(&format!("{parent}.{field}"), "a string")),
+    }
+}
+
+fn properties(
+    obj: &Map<String, Value>,
+    parent: &str,
+) -> Result<Option<Map<String, Value>>, EngineError> {
+    match obj.get("properties") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(m)) if m.is_empty() => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m.clone())),
+        Some(_) => Err(wrong_type(&format!("{parent}.properties"), "an object")),
+    }
+}
+
+fn typed_entity(
+    what: &str,
+    value: Option<&Value>,
+) -> Result<(EntityUid, Option<Map<String, Value>>), EngineError> {
+    let obj = match value {
+        None | Some(Value::Null) => return Err(missing(what)),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(wrong_type(what, "an object with `type` and `id`")),
+    };
+    let ty = required_str(obj, what, "type")?;
+    let id = required_str(obj, what, "id")?;
+    let uid = EntityUid::from_type_name_and_id(type_name(ty, what)?, EntityId::new(id));
+    Ok((uid, properties(obj, what)?))
+}
+
+fn type_name(ty: &str, what: &str) -> Result<EntityTypeName, EngineError> {
+    EntityTypeName::from_str(ty).map_err(|_| {
+        EngineError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "`{what}.type` `{}` is not a Cedar type name; use names such as `User` or `Ns::User`",
+                truncate(ty, 64)
+            ),
+        )
+    })
+}
+
+fn action_type() -> Option<&'static EntityTypeName> {
+    static ACTION: OnceLock<Option<EntityTypeName>> = OnceLock::new();
+    ACTION
+        .get_or_init(|| EntityTypeName::from_str("Action").ok())
+        .as_ref()
+}
+
+fn action_uid(value: Option<&Value>) -> Result<EntityUid, EngineError> {
+    let obj = match value {
+        None | Some(Value::Null) => return Err(missing("action")),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(wrong_type("action", "an object with `name`")),
+    };
+    let name = required_str(obj, "action", "name")?;
+    if name.contains("::\"") {
+        return EntityUid::from_str(name).map_err(|_| {
+            EngineError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "`action.name` `{}` looks like a Cedar action uid but does not parse; use `view` or `Ns::Action::\"view\"`",
+                    truncate(name, 64)
+                ),
+            )
+        });
+    }
+    let Some(ty) = action_type() else {
+        return Err(EngineError::new(
+            ErrorCode::InvalidRequest,
+            "internal: action type",
+        ));
+    };
+    Ok(EntityUid::from_type_name_and_id(
+        ty.clone(),
+        EntityId::new(name),
+    ))
+}
+
+/// What was decided and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow or deny.
+    pub allow: bool,
+    /// Determining policy ids: satisfied forbids on deny, satisfied permits on allow; sorted.
+    pub policies: Vec<String>,
+    /// Evaluation errors, `(policy id, message)`; such policies count as not satisfied.
+    pub errors: Vec<(String, String)>,
+    /// `(language, text)` from the first determining forbid's `@reason_user*` annotations.
+    pub reason_user: Vec<(String, String)>,
+    /// `@obligation` values of the determining permits, sorted and de-duplicated.
+    pub obligations: Vec<String>,
+    /// The snapshot version the decision was computed from.
+    pub version: u64,
+}
+
+impl Snapshot {
+    /// Decides one request. Reads only this snapshot: no I/O, no locks, no state rebuilt. Cost grows
+    /// with the number of candidate policies and the request's ancestors, not with the store.
+    pub fn decide(&self, input: &DecisionInput) -> Result<Decision, EngineError> {
+        let principal = self.entities.get(&input.principal);
+        let resource = self.entities.get(&input.resource);
+        let (action_entity, action_ancestors) = self.action(&input.action);
+
+        let buckets = self.candidates(input, principal, resource, &action_ancestors);
+        if buckets.is_empty() {
+            return Ok(self.no_match());
+        }
+
+        let entities = self.slice(input, principal, resource, action_entity)?;
+        let context = match &input.context {
+            None => Context::empty(),
+            Some(m) => Context::from_json_value(Value::Object(m.clone()), None).map_err(|e| {
+                EngineError::new(ErrorCode::InvalidRequest, format!("`context`: {e}"))
+            })?,
+        };
+        let request = Request::new(
+            input.principal.clone(),
+            input.action.clone(),
+            input.resource.clone(),
+            context,
+            None,
+        )
+        .map_err(|e| EngineError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+
+        let authorizer = authorizer();
+        let mut permits: Vec<&Arc<StoredPolicy>> = Vec::new();
+        let mut forbids: Vec<&Arc<StoredPolicy>> = Vec::new();
+        let mut errors: Vec<(String, String)> = Vec::new();
+        for bucket in &buckets {
+            let response = authorizer.is_authorized(&request, &bucket.set, &entities);
+            for id in response.diagnostics().reason() {
+                if let Some(p) = bucket.get(id.as_ref()) {
+                    match p.effect {
+                        Effect::Permit => permits.push(p),
+                        Effect::Forbid => forbids.push(p),
+                    }
+                }
+            }
+            for err in response.diagnostics().errors() {
+                let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = err;
+                errors.push((e.policy_id().to_string(), e.inner().to_string()));
+            }
+        }
+        errors.sort();
+        errors.dedup();
+        let (allow, determining) = if !forbids.is_empty() {
+            (false, forbids)
+        } else if !permits.is_empty() {
+            (true, permits)
+        } else {
+            (false, Vec::new())
+        };
+        let mut determining = determining;
+        determining.sort_by(|a, b| a.id.cmp(&b.id));
+        determining.dedup_by(|a, b| a.id == b.id);
+        let reason_user = if allow {
+            Vec::new()
+        } else {
+            determining
+                .iter()
+                .find(|p| !p.reason_user.is_empty())
+                .map(|p| p.reason_user.clone())
+                .unwrap_or_default()
+        };
+        let mut obligations: Vec<String> = if allow {
+            determining
+                .iter()
+                .flat_map(|p| p.obligations.iter().cloned())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        obligations.sort();
+        obligations.dedup();
+        Ok(Decision {
+            allow,
+            policies: determining.iter().map(|p| p.id.clone()).collect(),
+            errors,
+            reason_user,
+            obligations,
+            version: self.version,
+        })
+    }
+
+    /// The buckets a request could match, de-duplicated: a handful of hash look-ups.
+    fn candidates<'a>(
+        &'a self,
+        input: &DecisionInput,
+        principal: Option<&Arc<StoredEntity>>,
+        resource: Option<&Arc<StoredEntity>>,
+        action_ancestors: &[EntityUid],
+    ) -> Vec<&'a Arc<Bucket>> {
+        let mut keys: Vec<IndexKey> = Vec::with_capacity(12);
+        keys.push(IndexKey::Resource(input.resource.clone()));
+        if let Some(r) = resource {
+            keys.extend(r.ancestors.iter().cloned().map(IndexKey::Resource));
+        }
+        keys.push(IndexKey::ResourceType(input.resource.type_name().clone()));
+        keys.push(IndexKey::Principal(input.principal.clone()));
+        if let Some(p) = principal {
+            keys.extend(p.ancestors.iter().cloned().map(IndexKey::Principal));
+        }
+        keys.push(IndexKey::PrincipalType(input.principal.type_name().clone()));
+        keys.push(IndexKey::Action(input.action.clone()));
+        keys.extend(action_ancestors.iter().cloned().map(IndexKey::Action));
+        keys.push(IndexKey::Unscoped);
+        let mut out: Vec<&'a Arc<Bucket>> = Vec::with_capacity(4);
+        for key in &keys {
+            if let Some(b) = self.index.get(key) {
+                if !out.iter().any(|x| Arc::ptr_eq(x, b)) {
+                    out.push(b);
+                }
+            }
+        }
+        out
+    }
+
+    fn no_match(&self) -> Decision {
+        Decision {
+            allow: false,
+            policies: Vec::new(),
+            errors: Vec::new(),
+            reason_user: Vec::new(),
+            obligations: Vec::new(),
+            version: self.version,
+        }
+    }
+
+    /// The action's entity and ancestors: from the schema when one is set, else from stored entities.
+    fn action(&self, uid: &EntityUid) -> (Option<Entity>, Arc<[EntityUid]>) {
+        if let Some(schema) = &self.schema {
+            if let Some((e, anc)) = schema.actions.get(uid) {
+                return (Some(e.clone()), anc.clone());
+            }
+        }
+        match self.entities.get(uid) {
+            Some(e) => (Some(e.entity.clone()), e.ancestors.clone()),
+            None => (None, Arc::from(Vec::new())),
+        }
+    }
+
+    /// The per-request entity slice: principal, resource, action and their stored ancestors, with
+    /// request properties merged over stored attributes.
+    fn slice(
+        &self,
+        input: &DecisionInput,
+        principal: Option<&Arc<StoredEntity>>,
+        resource: Option<&Arc<StoredEntity>>,
+        action: Option<Entity>,
+    ) -> Result<Entities, EngineError> {
+        let mut out: Vec<Entity> = Vec::with_capacity(8);
+        let mut seen: Vec<EntityUid> = Vec::with_capacity(8);
+        let add = |e: Entity, out: &mut Vec<Entity>, seen: &mut Vec<EntityUid>| {
+            let uid = e.uid();
+            if !seen.contains(&uid) {
+                seen.push(uid);
+                out.push(e);
+            }
+        };
+        let principal_entity = merged(
+            &input.principal,
+            principal,
+            input.principal_properties.as_ref(),
+            "subject",
+        )?;
+        let resource_entity = merged(
+            &input.resource,
+            resource,
+            input.resource_properties.as_ref(),
+            "resource",
+        )?;
+        if let Some(e) = principal_entity {
+            add(e, &mut out, &mut seen);
+        }
+        if let Some(e) = resource_entity {
+            add(e, &mut out, &mut seen);
+        }
+        if let Some(e) = action {
+            add(e, &mut out, &mut seen);
+        }
+        for stored in [principal, resource].into_iter().flatten() {
+            for a in stored.ancestors.iter() {
+                if let Some(anc) = self.entities.get(a) {
+                    add(anc.entity.clone(), &mut out, &mut seen);
+                }
+            }
+        }
+        Entities::from_entities(out, None).map_err(|e| {
+            EngineError::new(ErrorCode::InvalidRequest, format!("request entities: {e}"))
+        })
+    }
+}
+
+/// The stored entity with request properties merged over its attributes, or a fresh entity made of
+/// the properties alone when nothing is stored.
+fn merged(
+    uid: &EntityUid,
+    stored: Option<&Arc<StoredEntity>>,
+    props: Option<&Map<String, Value>>,
+    what: &str,
+) -> Result<Option<Entity>, EngineError> {
+    let Some(props) = props else {
+        return Ok(stored.map(|s| s.entity.clone()));
+    };
+    let mut json = match stored {
+        Some(s) => s.json.clone(),
+        None => serde_json::json!({
+            "uid": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()},
+            "attrs": {},
+            "parents": [],
+        }),
+    };
+    if let Some(Value::Object(attrs)) = json.get_mut("attrs") {
+        for (k, v) in props {
+            attrs.insert(k.clone(), v.clone());
+        }
+    }
+    Entity::from_json_value(json, None).map(Some).map_err(|e| {
+        EngineError::new(
+            ErrorCode::InvalidRequest,
+            format!("`{what}.properties`: {e}; values use Cedar's entity-JSON attribute format"),
+        )
+    })
+}
+
+fn authorizer() -> &'static Authorizer {
+    static AUTHORIZER: OnceLock<Authorizer> = OnceLock::new();
+    AUTHORIZER.get_or_init(Authorizer::new)
+}
+
+/// Whether a Cedar response allowed (exposed for tests comparing with a full evaluation).
+pub fn cedar_allows(d: CedarDecision) -> bool {
+    d == CedarDecision::Allow
+}

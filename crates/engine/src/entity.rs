@@ -1,0 +1,198 @@
+//! Entities as stored: the parsed Cedar entity (direct parents only), its JSON form, and the
+//! transitive closure of its ancestors, maintained incrementally as entities arrive and leave.
+
+use std::collections::BTreeSet;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use cedar_policy::Entity;
+use cedar_policy::EntityUid;
+use cedar_policy::Schema;
+use serde_json::Value;
+
+use crate::error::EngineError;
+use crate::error::ErrorCode;
+use crate::ids::check_entity_id;
+use crate::ids::truncate;
+
+/// Most entities accepted in one write.
+pub const MAX_ENTITIES_PER_WRITE: usize = 100_000;
+
+/// One stored entity.
+#[derive(Debug)]
+pub struct StoredEntity {
+    /// The parsed entity with its direct parents (Cedar computes the closure per request slice).
+    pub entity: Entity,
+    /// The entity in Cedar's entity-JSON format, as returned by GET and written to snapshots.
+    pub json: Value,
+    /// Direct parents, sorted.
+    pub parents: Arc<[EntityUid]>,
+    /// Transitive closure of the parents, sorted; kept up to date by [`crate::Snapshot`] apply.
+    pub ancestors: Arc<[EntityUid]>,
+    /// The log index that last wrote this entity.
+    pub version: u64,
+}
+
+impl StoredEntity {
+    /// The entity's uid.
+    pub fn uid(&self) -> EntityUid {
+        self.entity.uid()
+    }
+
+    /// The same entity with another ancestor closure.
+    pub fn with_ancestors(&self, ancestors: Arc<[EntityUid]>) -> Self {
+        Self {
+            entity: self.entity.clone(),
+            json: self.json.clone(),
+            parents: self.parents.clone(),
+            ancestors,
+            version: self.version,
+        }
+    }
+}
+
+/// An entity parsed and validated, not yet placed in the store (ancestors unknown).
+#[derive(Debug)]
+pub struct ParsedEntity {
+    /// The parsed entity.
+    pub entity: Entity,
+    /// Its JSON form, normalised to `{uid, attrs, parents, tags}`.
+    pub json: Value,
+    /// Direct parents, sorted and de-duplicated.
+    pub parents: Arc<[EntityUid]>,
+}
+
+/// Parses a JSON array of entities in Cedar's entity-JSON format, validating each against `schema`.
+/// Duplicates within one write are refused, so the outcome never depends on order.
+pub fn parse_entities(
+    json: &Value,
+    schema: Option<&Schema>,
+) -> Result<Vec<ParsedEntity>, EngineError> {
+    let Value::Array(items) = json else {
+        return Err(EngineError::new(
+            ErrorCode::EntityInvalid,
+            "entities must be a JSON array of Cedar entity objects such as \
+             [{\"uid\": {\"type\": \"User\", \"id\": \"alice\"}, \"attrs\": {}, \"parents\": []}]",
+        ));
+    };
+    if items.len() > MAX_ENTITIES_PER_WRITE {
+        return Err(EngineError::new(
+            ErrorCode::EntityInvalid,
+            format!(
+                "{} entities in one write; the limit is {MAX_ENTITIES_PER_WRITE}: split the write",
+                items.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let parsed = parse_entity(i, item, schema)?;
+        if !seen.insert(parsed.entity.uid()) {
+            return Err(EngineError::new(
+                ErrorCode::EntityInvalid,
+                format!(
+                    "entity #{i} `{}` appears more than once in this write; send each entity once",
+                    parsed.entity.uid()
+                ),
+            ));
+        }
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
+fn parse_entity(
+    index: usize,
+    item: &Value,
+    schema: Option<&Schema>,
+) -> Result<ParsedEntity, EngineError> {
+    let entity = Entity::from_json_value(item.clone(), schema).map_err(|e| {
+        let mut detail = format!("entity #{index}: {e}");
+        if let Some(help) = miette::Diagnostic::help(&e) {
+            detail.push_str(&format!(" ({help})"));
+        }
+        EngineError::new(ErrorCode::EntityInvalid, detail)
+    })?;
+    let uid = entity.uid();
+    check_entity_id(uid.id().unescaped()).map_err(|mut e| {
+        e.detail = format!("entity #{index}: {}", e.detail);
+        e
+    })?;
+    if uid.type_name().basename() == "Action" && schema.is_some() {
+        return Err(EngineError::new(
+            ErrorCode::EntityInvalid,
+            format!(
+                "entity #{index} `{}`: with a schema set, actions come from the schema; declare it there",
+                truncate(&uid.to_string(), 80)
+            ),
+        ));
+    }
+    let json = entity
+        .to_json_value()
+        .map_err(|e| EngineError::new(ErrorCode::EntityInvalid, format!("entity #{index}: {e}")))?;
+    let mut parents = BTreeSet::new();
+    if let Some(Value::Array(ps)) = json.get("parents") {
+        for p in ps {
+            let uid = EntityUid::from_json(p.clone()).map_err(|e| {
+                EngineError::new(
+                    ErrorCode::EntityInvalid,
+                    format!("entity #{index}: parent: {e}"),
+                )
+            })?;
+            parents.insert(uid);
+        }
+    }
+    Ok(ParsedEntity {
+        entity,
+        json,
+        parents: parents.into_iter().collect::<Vec<_>>().into(),
+    })
+}
+
+/// Parses `[{"type": T, "id": I}, …]` (the body of `DELETE /v1/entities`).
+pub fn parse_uids(json: &Value) -> Result<Vec<EntityUid>, EngineError> {
+    let Value::Array(items) = json else {
+        return Err(EngineError::new(
+            ErrorCode::EntityInvalid,
+            "expected a JSON array of {\"type\": \"…\", \"id\": \"…\"} objects",
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let t = item.get("type").and_then(Value::as_str);
+            let id = item.get("id").and_then(Value::as_str);
+            let (Some(t), Some(id)) = (t, id) else {
+                return Err(EngineError::new(
+                    ErrorCode::EntityInvalid,
+                    format!(
+                        "item #{i}: expected {{\"type\": \"…\", \"id\": \"…\"}} with string values"
+                    ),
+                ));
+            };
+            uid_from_parts(t, id)
+        })
+        .collect()
+}
+
+/// Builds a uid from a type name and an id, with the error a user can act on.
+pub fn uid_from_parts(type_name: &str, id: &str) -> Result<EntityUid, EngineError> {
+    check_entity_id(id)?;
+    let ty = type_name
+        .parse::<cedar_policy::EntityTypeName>()
+        .map_err(|_| {
+            EngineError::new(
+                ErrorCode::InvalidId,
+                format!(
+                    "invalid entity type `{}`: use a Cedar type name such as `User` or `Ns::User`",
+                    truncate(type_name, 64)
+                ),
+            )
+        })?;
+    Ok(EntityUid::from_type_name_and_id(
+        ty,
+        cedar_policy::EntityId::new(id),
+    ))
+}

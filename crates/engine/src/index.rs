@@ -1,0 +1,99 @@
+//! The scope index: which policies can possibly apply to a request, found with a handful of hash
+//! look-ups instead of evaluating every policy.
+//!
+//! Each policy is filed under one key taken from its scope, preferring the most selective part:
+//! the resource (`==` or `in` an entity, else `is` a type), then the principal, then the action(s).
+//! A policy with no scope constraint at all goes in the shared `Unscoped` bucket. A request collects
+//! the keys it could match (its resource, the resource's ancestors and type; likewise principal and
+//! action) and evaluates only the buckets under them. The filter may let through policies that do
+//! not apply (Cedar still checks the whole scope); it never drops one that does.
+//!
+//! Every bucket keeps a pre-built `PolicySet`, so a decision does no set building. Changing one
+//! policy rebuilds only its bucket.
+
+use std::sync::Arc;
+
+use cedar_policy::ActionConstraint;
+use cedar_policy::EntityTypeName;
+use cedar_policy::EntityUid;
+use cedar_policy::PolicySet;
+use cedar_policy::PrincipalConstraint;
+use cedar_policy::ResourceConstraint;
+
+use crate::policy::StoredPolicy;
+
+/// A bucket key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndexKey {
+    /// `resource == E` or `resource in E` (or `is T in E`).
+    Resource(EntityUid),
+    /// `resource is T`.
+    ResourceType(EntityTypeName),
+    /// `principal == E` or `principal in E` (or `is T in E`).
+    Principal(EntityUid),
+    /// `principal is T`.
+    PrincipalType(EntityTypeName),
+    /// `action == A` or `action in [A, …]`.
+    Action(EntityUid),
+    /// No scope constraint.
+    Unscoped,
+}
+
+/// The policies filed under one key, with their pre-built set.
+#[derive(Debug, Default)]
+pub struct Bucket {
+    /// The policies, sorted by id.
+    pub policies: Vec<Arc<StoredPolicy>>,
+    /// The same policies as a Cedar set, ready for `is_authorized`.
+    pub set: PolicySet,
+}
+
+impl Bucket {
+    /// Builds a bucket from policies sorted by id.
+    pub fn new(policies: Vec<Arc<StoredPolicy>>) -> Self {
+        let mut set = PolicySet::new();
+        for p in &policies {
+            // INVARIANT: ids are unique within a bucket because they are unique in the store, so
+            // `add` cannot fail; a failure would mean a corrupted store and is skipped, not panicked.
+            let _ = set.add(p.policy.clone());
+        }
+        Self { policies, set }
+    }
+
+    /// Finds a policy of this bucket by id.
+    pub fn get(&self, id: &str) -> Option<&Arc<StoredPolicy>> {
+        self.policies
+            .binary_search_by(|p| p.id.as_str().cmp(id))
+            .ok()
+            .and_then(|i| self.policies.get(i))
+    }
+}
+
+/// The keys a policy is filed under (more than one only for `action in [A, B]`).
+pub fn keys_of(policy: &StoredPolicy) -> Vec<IndexKey> {
+    match policy.policy.resource_constraint() {
+        ResourceConstraint::Eq(e) | ResourceConstraint::In(e) | ResourceConstraint::IsIn(_, e) => {
+            return vec![IndexKey::Resource(e)]
+        }
+        ResourceConstraint::Is(t) => return vec![IndexKey::ResourceType(t)],
+        ResourceConstraint::Any => {}
+    }
+    match policy.policy.principal_constraint() {
+        PrincipalConstraint::Eq(e)
+        | PrincipalConstraint::In(e)
+        | PrincipalConstraint::IsIn(_, e) => return vec![IndexKey::Principal(e)],
+        PrincipalConstraint::Is(t) => return vec![IndexKey::PrincipalType(t)],
+        PrincipalConstraint::Any => {}
+    }
+    match policy.policy.action_constraint() {
+        ActionConstraint::Eq(a) => vec![IndexKey::Action(a)],
+        ActionConstraint::In(list) if !list.is_empty() => {
+            let mut keys: Vec<IndexKey> = list.into_iter().map(IndexKey::Action).collect();
+            keys.sort();
+            keys.dedup();
+            keys
+        }
+        // `action in []` matches nothing; file it anyway so it is stored and listed.
+        ActionConstraint::In(_) | ActionConstraint::Any => vec![IndexKey::Unscoped],
+    }
+}

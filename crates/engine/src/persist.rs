@@ -1,0 +1,103 @@
+//! The persisted form of a snapshot: plain texts and versions, re-parsed on load. The cluster crate
+//! encodes it (with a format-version prefix) into snapshot files and snapshot transfers.
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::entity::parse_entities;
+use crate::error::EngineError;
+use crate::policy::parse_one;
+use crate::schema::parse_schema;
+use crate::snapshot::Snapshot;
+
+/// Everything needed to rebuild a [`Snapshot`]. Texts only, so the format does not depend on Cedar's
+/// internal types; no `serde(flatten)`, so bincode can carry it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedState {
+    /// The snapshot version.
+    pub version: u64,
+    /// `(id, cedar, version)` of every policy.
+    pub policies: Vec<(String, String, u64)>,
+    /// The version that last changed the policy set.
+    pub policies_version: u64,
+    /// `(text, is_json, version)` of the schema.
+    pub schema: Option<(String, bool, u64)>,
+    /// The version that last changed the schema.
+    pub schema_version: u64,
+    /// `(entity JSON, version)` of every entity.
+    pub entities: Vec<(String, u64)>,
+    /// The version that last changed any entity.
+    pub entities_version: u64,
+    /// `(key, version, stamped_ms)` of every remembered idempotency key.
+    pub idempotency: Vec<(String, u64, u64)>,
+}
+
+impl Snapshot {
+    /// The persisted form of this snapshot.
+    pub fn to_persisted(&self) -> PersistedState {
+        let mut entities: Vec<(String, u64)> = self
+            .entities
+            .values()
+            .map(|e| (e.json.to_string(), e.version))
+            .collect();
+        entities.sort();
+        PersistedState {
+            version: self.version,
+            policies: self
+                .policies
+                .values()
+                .map(|p| (p.id.clone(), p.text.clone(), p.version))
+                .collect(),
+            policies_version: self.policies_version,
+            schema: self
+                .schema
+                .as_ref()
+                .map(|s| (s.text.clone(), s.json, s.version)),
+            schema_version: self.schema_version,
+            entities,
+            entities_version: self.entities_version,
+            idempotency: self
+                .idempotency_by_time
+                .keys()
+                .filter_map(|(t, k)| self.idempotency.get(k).map(|v| (k.clone(), *v, *t)))
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a snapshot from its persisted form.
+    pub fn from_persisted(p: &PersistedState) -> Result<Snapshot, EngineError> {
+        let policies = p
+            .policies
+            .iter()
+            .map(|(id, text, v)| parse_one(id, text, *v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let schema = p
+            .schema
+            .as_ref()
+            .map(|(text, json, v)| parse_schema(text, *json, *v))
+            .transpose()?;
+        let mut entities = Vec::with_capacity(p.entities.len());
+        for (json, v) in &p.entities {
+            let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+                EngineError::new(
+                    crate::ErrorCode::EntityInvalid,
+                    format!("snapshot entity: {e}"),
+                )
+            })?;
+            let parsed = parse_entities(&serde_json::Value::Array(vec![value]), None)?;
+            for e in parsed {
+                entities.push((e, *v));
+            }
+        }
+        Snapshot::restore(
+            p.version,
+            policies,
+            p.policies_version,
+            schema,
+            p.schema_version,
+            entities,
+            p.entities_version,
+            p.idempotency.clone(),
+        )
+    }
+}

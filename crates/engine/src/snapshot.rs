@@ -1,0 +1,609 @@
+//! The immutable, versioned state every decision reads, and the pure function that derives the next
+//! one from a log entry.
+//!
+//! Every collection is a persistent map (`imbl`), so the next snapshot shares all unchanged parts with
+//! the previous one: one policy or entity write costs in proportion to the change, not to the store.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use cedar_policy::EntityUid;
+use cedar_policy::PolicySet;
+use cedar_policy::ValidationMode;
+use imbl::HashMap;
+use imbl::OrdMap;
+use imbl::OrdSet;
+
+use crate::command::Command;
+use crate::command::Outcome;
+use crate::command::Write;
+use crate::entity::parse_entities;
+use crate::entity::uid_from_parts;
+use crate::entity::ParsedEntity;
+use crate::entity::StoredEntity;
+use crate::error::EngineError;
+use crate::error::ErrorCode;
+use crate::ids::check_policy_id;
+use crate::index::keys_of;
+use crate::index::Bucket;
+use crate::index::IndexKey;
+use crate::policy::parse_map;
+use crate::policy::parse_one;
+use crate::policy::parse_set;
+use crate::policy::StoredPolicy;
+use crate::schema::parse_schema;
+use crate::schema::StoredSchema;
+
+/// How long an idempotency key is remembered, by the leader's stamped time.
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+/// Most idempotency keys remembered; the oldest are forgotten first.
+pub const MAX_IDEMPOTENCY_KEYS: usize = 100_000;
+
+/// One immutable state. Cloning is cheap (reference counts); publish it behind an `Arc`.
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    pub(crate) version: u64,
+    pub(crate) policies: OrdMap<String, Arc<StoredPolicy>>,
+    pub(crate) policies_version: u64,
+    pub(crate) index: HashMap<IndexKey, Arc<Bucket>>,
+    pub(crate) schema: Option<Arc<StoredSchema>>,
+    pub(crate) schema_version: u64,
+    pub(crate) entities: HashMap<EntityUid, Arc<StoredEntity>>,
+    /// Direct children of each uid that some entity names as a parent: drives closure updates.
+    pub(crate) children: HashMap<EntityUid, OrdSet<EntityUid>>,
+    pub(crate) entities_version: u64,
+    pub(crate) idempotency: HashMap<String, u64>,
+    pub(crate) idempotency_by_time: OrdMap<(u64, String), ()>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version)
+            .field("policies", &self.policies.len())
+            .field("entities", &self.entities.len())
+            .field("schema", &self.schema.is_some())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// The empty state at version 0.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The log index this state reflects.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The same state, relabelled with a later version (for log entries that change nothing here,
+    /// such as membership changes and blank leader entries).
+    pub fn at_version(&self, version: u64) -> Self {
+        let mut next = self.clone();
+        next.version = version.max(self.version);
+        next
+    }
+
+    /// Number of stored policies.
+    pub fn policy_count(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// Number of stored entities.
+    pub fn entity_count(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// One policy by id.
+    pub fn policy(&self, id: &str) -> Option<&Arc<StoredPolicy>> {
+        self.policies.get(id)
+    }
+
+    /// All policies, sorted by id.
+    pub fn policies(&self) -> impl Iterator<Item = &Arc<StoredPolicy>> {
+        self.policies.values()
+    }
+
+    /// The version that last changed the policy set.
+    pub fn policies_version(&self) -> u64 {
+        self.policies_version
+    }
+
+    /// The schema, if one is set.
+    pub fn schema(&self) -> Option<&Arc<StoredSchema>> {
+        self.schema.as_ref()
+    }
+
+    /// One entity by uid.
+    pub fn entity(&self, uid: &EntityUid) -> Option<&Arc<StoredEntity>> {
+        self.entities.get(uid)
+    }
+
+    /// All entities (unordered).
+    pub fn entities(&self) -> impl Iterator<Item = &Arc<StoredEntity>> {
+        self.entities.values()
+    }
+
+    /// The version that last changed any entity.
+    pub fn entities_version(&self) -> u64 {
+        self.entities_version
+    }
+
+    /// The version an idempotency key was first applied at, if it is still remembered.
+    pub fn idempotency(&self, key: &str) -> Option<u64> {
+        self.idempotency.get(key).copied()
+    }
+
+    /// Checks a write against this state without changing it: the same code as apply, so whatever
+    /// passes here applies cleanly unless another write lands first (apply re-checks).
+    pub fn check(&self, write: &Write) -> Result<Option<u64>, EngineError> {
+        match self.apply(self.version + 1, write).1 {
+            Outcome::Applied => Ok(None),
+            Outcome::Duplicate { version } => Ok(Some(version)),
+            Outcome::Rejected(e) => Err(e),
+        }
+    }
+
+    /// Derives the state after the log entry at `version`. Deterministic and infallible: a write that
+    /// is invalid against this state is rejected in the outcome and leaves the state unchanged (only
+    /// the version advances).
+    pub fn apply(&self, version: u64, write: &Write) -> (Snapshot, Outcome) {
+        let version = version.max(self.version);
+        if let Some(key) = &write.idempotency_key {
+            if let Some(first) = self.idempotency.get(key) {
+                return (
+                    self.at_version(version),
+                    Outcome::Duplicate { version: *first },
+                );
+            }
+        }
+        let mut next = self.at_version(version);
+        if let Err(e) = next.check_if_match(write) {
+            return (self.at_version(version), Outcome::Rejected(e));
+        }
+        match next.execute(version, &write.command) {
+            Ok(()) => {
+                next.remember_key(write, version);
+                (next, Outcome::Applied)
+            }
+            Err(e) => (self.at_version(version), Outcome::Rejected(e)),
+        }
+    }
+
+    fn check_if_match(&self, write: &Write) -> Result<(), EngineError> {
+        let Some(expected) = write.if_match else {
+            return Ok(());
+        };
+        let (what, current) = match &write.command {
+            Command::PutPolicy { id, .. } | Command::DeletePolicy { id } => (
+                format!("policy `{id}`"),
+                self.policies.get(id).map(|p| p.version).unwrap_or(0),
+            ),
+            Command::ReplacePoliciesText { .. } | Command::ReplacePoliciesMap { .. } => {
+                ("the policy set".to_string(), self.policies_version)
+            }
+            Command::PutSchema { .. } | Command::DeleteSchema => (
+                "the schema".to_string(),
+                self.schema.as_ref().map(|s| s.version).unwrap_or(0),
+            ),
+            Command::UpsertEntities { json } => {
+                let uids = serde_json::from_str::<serde_json::Value>(json)
+                    .ok()
+                    .map(|v| uids_in_array(&v))
+                    .unwrap_or_default();
+                (
+                    "the named entities".to_string(),
+                    self.max_entity_version(&uids),
+                )
+            }
+            Command::DeleteEntities { uids } => {
+                let uids: Vec<EntityUid> = uids
+                    .iter()
+                    .filter_map(|(t, i)| uid_from_parts(t, i).ok())
+                    .collect();
+                (
+                    "the named entities".to_string(),
+                    self.max_entity_version(&uids),
+                )
+            }
+            Command::ReplaceEntities { .. } => {
+                ("the entity set".to_string(), self.entities_version)
+            }
+        };
+        if current == expected {
+            return Ok(());
+        }
+        Err(EngineError::new(
+            ErrorCode::PreconditionFailed,
+            format!(
+                "If-Match: {expected} does not match: {what} is at version {current}; \
+                 GET it again, re-apply your change and retry with the new version"
+            ),
+        ))
+    }
+
+    fn max_entity_version(&self, uids: &[EntityUid]) -> u64 {
+        uids.iter()
+            .filter_map(|u| self.entities.get(u).map(|e| e.version))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn remember_key(&mut self, write: &Write, version: u64) {
+        let Some(key) = &write.idempotency_key else {
+            return;
+        };
+        // Forget keys older than the window (by the leader's stamp, never a local clock), then the
+        // oldest ones beyond the cap.
+        let horizon = write.stamped_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
+        while let Some(((t, k), _)) = self.idempotency_by_time.get_min().cloned() {
+            if t >= horizon && self.idempotency.len() < MAX_IDEMPOTENCY_KEYS {
+                break;
+            }
+            self.idempotency_by_time.remove(&(t, k.clone()));
+            self.idempotency.remove(&k);
+        }
+        self.idempotency.insert(key.clone(), version);
+        self.idempotency_by_time
+            .insert((write.stamped_ms, key.clone()), ());
+    }
+
+    fn execute(&mut self, version: u64, command: &Command) -> Result<(), EngineError> {
+        match command {
+            Command::PutPolicy { id, cedar } => {
+                let policy = parse_one(id, cedar, version)?;
+                self.validate_policies(std::slice::from_ref(&policy))?;
+                self.insert_policy(policy);
+                self.policies_version = version;
+            }
+            Command::DeletePolicy { id } => {
+                check_policy_id(id)?;
+                let Some(old) = self.policies.remove(id) else {
+                    return Err(EngineError::new(
+                        ErrorCode::NotFound,
+                        format!("no policy `{id}`; `GET /v1/policies` lists the ids"),
+                    ));
+                };
+                self.unindex_policy(&old);
+                self.policies_version = version;
+            }
+            Command::ReplacePoliciesText { cedar } => {
+                let set = parse_set(cedar, version)?;
+                self.validate_policies(&set)?;
+                self.replace_policies(set, version);
+            }
+            Command::ReplacePoliciesMap { policies } => {
+                let set = parse_map(policies, version)?;
+                self.validate_policies(&set)?;
+                self.replace_policies(set, version);
+            }
+            Command::PutSchema { text, json } => {
+                let schema = parse_schema(text, *json, version)?;
+                self.check_schema_fits(&schema)?;
+                self.schema = Some(Arc::new(schema));
+                self.schema_version = version;
+            }
+            Command::DeleteSchema => {
+                if self.schema.take().is_none() {
+                    return Err(EngineError::new(ErrorCode::NotFound, "no schema is set"));
+                }
+                self.schema_version = version;
+            }
+            Command::UpsertEntities { json } => {
+                let value = parse_json(json)?;
+                let parsed = parse_entities(&value, self.schema.as_ref().map(|s| &s.schema))?;
+                for p in parsed {
+                    self.upsert_entity(p, version)?;
+                }
+                self.entities_version = version;
+            }
+            Command::DeleteEntities { uids } => {
+                let uids = uids
+                    .iter()
+                    .map(|(t, i)| uid_from_parts(t, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for uid in uids {
+                    self.delete_entity(&uid);
+                }
+                self.entities_version = version;
+            }
+            Command::ReplaceEntities { json } => {
+                let value = parse_json(json)?;
+                let parsed = parse_entities(&value, self.schema.as_ref().map(|s| &s.schema))?;
+                self.entities = HashMap::new();
+                self.children = HashMap::new();
+                for p in parsed {
+                    self.upsert_entity(p, version)?;
+                }
+                self.entities_version = version;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- policies ----
+
+    fn validate_policies(&self, policies: &[Arc<StoredPolicy>]) -> Result<(), EngineError> {
+        let Some(schema) = &self.schema else {
+            return Ok(());
+        };
+        validate_against(&schema.validator, policies)
+    }
+
+    fn insert_policy(&mut self, policy: Arc<StoredPolicy>) {
+        if let Some(old) = self.policies.insert(policy.id.clone(), policy.clone()) {
+            self.unindex_policy(&old);
+        }
+        for key in keys_of(&policy) {
+            let mut list = self
+                .index
+                .get(&key)
+                .map(|b| b.policies.clone())
+                .unwrap_or_default();
+            let pos = list.partition_point(|p| p.id < policy.id);
+            list.insert(pos, policy.clone());
+            self.index.insert(key, Arc::new(Bucket::new(list)));
+        }
+    }
+
+    fn unindex_policy(&mut self, old: &StoredPolicy) {
+        for key in keys_of(old) {
+            let Some(bucket) = self.index.get(&key) else {
+                continue;
+            };
+            let list: Vec<_> = bucket
+                .policies
+                .iter()
+                .filter(|p| p.id != old.id)
+                .cloned()
+                .collect();
+            if list.is_empty() {
+                self.index.remove(&key);
+            } else {
+                self.index.insert(key, Arc::new(Bucket::new(list)));
+            }
+        }
+    }
+
+    fn replace_policies(&mut self, set: Vec<Arc<StoredPolicy>>, version: u64) {
+        let mut groups: BTreeMap<IndexKey, Vec<Arc<StoredPolicy>>> = BTreeMap::new();
+        let mut policies = OrdMap::new();
+        for p in set {
+            for key in keys_of(&p) {
+                groups.entry(key).or_default().push(p.clone());
+            }
+            policies.insert(p.id.clone(), p);
+        }
+        self.index = groups
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(Bucket::new(v))))
+            .collect();
+        self.policies = policies;
+        self.policies_version = version;
+    }
+
+    // ---- schema ----
+
+    fn check_schema_fits(&self, schema: &StoredSchema) -> Result<(), EngineError> {
+        let all: Vec<Arc<StoredPolicy>> = self.policies.values().cloned().collect();
+        validate_against(&schema.validator, &all).map_err(|e| {
+            EngineError::new(
+                ErrorCode::SchemaConflict,
+                format!(
+                    "the new schema would invalidate stored policies; change or delete them first: {}",
+                    e.detail
+                ),
+            )
+        })?;
+        for stored in self.entities.values() {
+            if let Err(e) = parse_entities(
+                &serde_json::Value::Array(vec![stored.json.clone()]),
+                Some(&schema.schema),
+            ) {
+                return Err(EngineError::new(
+                    ErrorCode::SchemaConflict,
+                    format!(
+                        "the new schema would invalidate stored entity `{}`; change or delete it first: {}",
+                        stored.uid(),
+                        e.detail
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- entities ----
+
+    fn upsert_entity(&mut self, parsed: ParsedEntity, version: u64) -> Result<(), EngineError> {
+        let uid = parsed.entity.uid();
+        let ancestors = self.closure_of(&parsed.parents);
+        if ancestors.binary_search(&uid).is_ok() {
+            return Err(EngineError::new(
+                ErrorCode::EntityInvalid,
+                format!("entity `{uid}` would be its own ancestor; the parent hierarchy must not have cycles"),
+            ));
+        }
+        let old = self.entities.get(&uid).cloned();
+        if let Some(old) = &old {
+            for p in old.parents.iter() {
+                if parsed.parents.binary_search(p).is_err() {
+                    self.remove_child(p, &uid);
+                }
+            }
+        }
+        for p in parsed.parents.iter() {
+            let mut set = self.children.get(p).cloned().unwrap_or_default();
+            set.insert(uid.clone());
+            self.children.insert(p.clone(), set);
+        }
+        let closure_changed = old
+            .as_ref()
+            .map(|o| o.ancestors != ancestors)
+            .unwrap_or(true);
+        self.entities.insert(
+            uid.clone(),
+            Arc::new(StoredEntity {
+                entity: parsed.entity,
+                json: parsed.json,
+                parents: parsed.parents,
+                ancestors,
+                version,
+            }),
+        );
+        if closure_changed {
+            self.propagate_from(&uid);
+        }
+        Ok(())
+    }
+
+    fn delete_entity(&mut self, uid: &EntityUid) {
+        let Some(old) = self.entities.remove(uid) else {
+            return;
+        };
+        for p in old.parents.iter() {
+            self.remove_child(p, uid);
+        }
+        // Descendants keep naming `uid` as a parent, but lose what came through it.
+        self.propagate_from(uid);
+    }
+
+    fn remove_child(&mut self, parent: &EntityUid, child: &EntityUid) {
+        if let Some(set) = self.children.get(parent) {
+            let mut set = set.clone();
+            set.remove(child);
+            if set.is_empty() {
+                self.children.remove(parent);
+            } else {
+                self.children.insert(parent.clone(), set);
+            }
+        }
+    }
+
+    /// The ancestor closure implied by a set of direct parents, sorted.
+    fn closure_of(&self, parents: &[EntityUid]) -> Arc<[EntityUid]> {
+        let mut all: BTreeSet<EntityUid> = BTreeSet::new();
+        for p in parents {
+            all.insert(p.clone());
+            if let Some(e) = self.entities.get(p) {
+                all.extend(e.ancestors.iter().cloned());
+            }
+        }
+        all.into_iter().collect::<Vec<_>>().into()
+    }
+
+    /// Recomputes the closure of every descendant of `root` whose closure changes: a worklist that
+    /// revisits a node whenever one of its parents changed. Terminates because the hierarchy is
+    /// acyclic (checked on upsert).
+    fn propagate_from(&mut self, root: &EntityUid) {
+        let mut work: VecDeque<EntityUid> = self
+            .children
+            .get(root)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        while let Some(uid) = work.pop_front() {
+            let Some(stored) = self.entities.get(&uid).cloned() else {
+                continue;
+            };
+            let ancestors = self.closure_of(&stored.parents);
+            if ancestors == stored.ancestors {
+                continue;
+            }
+            self.entities
+                .insert(uid.clone(), Arc::new(stored.with_ancestors(ancestors)));
+            if let Some(kids) = self.children.get(&uid) {
+                work.extend(kids.iter().cloned());
+            }
+        }
+    }
+
+    /// Rebuilds this snapshot's derived parts from persisted pieces (used when loading a snapshot
+    /// file): policies are re-parsed, entities re-inserted in an order-independent way.
+    pub(crate) fn restore(
+        version: u64,
+        policies: Vec<Arc<StoredPolicy>>,
+        policies_version: u64,
+        schema: Option<StoredSchema>,
+        schema_version: u64,
+        entities: Vec<(ParsedEntity, u64)>,
+        entities_version: u64,
+        idempotency: Vec<(String, u64, u64)>,
+    ) -> Result<Self, EngineError> {
+        let mut s = Snapshot::empty();
+        // Each policy keeps the version it was written at; only the set's version is restored here.
+        s.replace_policies(policies, policies_version);
+        s.schema = schema.map(Arc::new);
+        s.schema_version = schema_version;
+        for (e, v) in entities {
+            s.upsert_entity(e, v)?;
+        }
+        s.entities_version = entities_version;
+        for (key, v, t) in idempotency {
+            s.idempotency.insert(key.clone(), v);
+            s.idempotency_by_time.insert((t, key), ());
+        }
+        s.version = version;
+        Ok(s)
+    }
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, EngineError> {
+    serde_json::from_str(text).map_err(|e| {
+        EngineError::new(
+            ErrorCode::EntityInvalid,
+            format!("entities are not valid JSON: {e}"),
+        )
+    })
+}
+
+fn uids_in_array(v: &serde_json::Value) -> Vec<EntityUid> {
+    v.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.get("uid").cloned())
+                .filter_map(|u| EntityUid::from_json(u).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn validate_against(
+    validator: &cedar_policy::Validator,
+    policies: &[Arc<StoredPolicy>],
+) -> Result<(), EngineError> {
+    let mut set = PolicySet::new();
+    for p in policies {
+        let _ = set.add(p.policy.clone());
+    }
+    let result = validator.validate(&set, ValidationMode::Strict);
+    if result.validation_passed() {
+        return Ok(());
+    }
+    let mut errors = result.validation_errors();
+    let Some(first) = errors.next() else {
+        return Ok(());
+    };
+    let id = first.policy_id().to_string();
+    let text = policies
+        .iter()
+        .find(|p| p.id == id)
+        .map(|p| p.text.as_str())
+        .unwrap_or("");
+    let mut e = EngineError::from_diagnostic(
+        ErrorCode::SchemaValidation,
+        &format!("policy `{id}` fails schema validation"),
+        text,
+        first,
+    );
+    let more = errors.count();
+    if more > 0 {
+        e.detail
+            .push_str(&format!(" (and {more} more validation errors)"));
+    }
+    Err(e)
+}

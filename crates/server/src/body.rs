@@ -1,0 +1,112 @@
+//! Request plumbing shared by the routes: bodies with problem+json errors, content types, headers.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::header;
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use crate::error::ApiError;
+
+/// Header naming the snapshot version of a response.
+pub const VERSION_HEADER: &str = "verdict-version";
+/// Header asking for a snapshot at least this fresh.
+pub const MIN_VERSION_HEADER: &str = "verdict-min-version";
+
+/// Turns the body extraction result into bytes or a problem (413 over the cap).
+pub fn bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is over the limit of {limit} bytes; send less per request or raise the limit in the config"),
+            )
+        } else {
+            ApiError::bad_request("invalid_json", format!("cannot read the body: {rejection}"))
+        }
+    })
+}
+
+/// Whether the request says its body is JSON.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let mime = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        })
+        .unwrap_or(false)
+}
+
+/// Parses a JSON body, with the errors a client can act on.
+pub fn json(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })
+}
+
+/// Reads a body as UTF-8 text.
+pub fn text(body: &[u8]) -> Result<&str, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "the request body is empty",
+        ));
+    }
+    std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("invalid_content_type", "the body is not UTF-8 text"))
+}
+
+/// A non-negative integer header (`If-Match` may be quoted like an ETag).
+pub fn u64_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(name) else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches("W/")
+        .trim_matches('"');
+    s.parse::<u64>().map(Some).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_header",
+            format!(
+                "header `{name}` must be a version number (a non-negative integer), got `{}`",
+                s.chars().take(40).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// The `Idempotency-Key` header: 1–128 printable ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s)
+            if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| (0x21..0x7f).contains(&b)) =>
+        {
+            Ok(Some(s.to_string()))
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_header",
+            "header `Idempotency-Key` must be 1 to 128 printable ASCII characters without spaces",
+        )),
+    }
+}

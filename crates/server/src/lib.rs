@@ -1,0 +1,224 @@
+//! Verdict's HTTP server: AuthZEN decisions, administration, health, and the node lifecycle.
+//!
+//! Layout: [`config`] (one serde struct), [`state`] (shared handler state, the write path),
+//! [`routes`] (one module per area), [`body`] (body/header plumbing), [`error`] (the single mapping
+//! of errors to problem+json). [`run`] starts a node and serves until shutdown.
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod state;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::get;
+use axum::routing::post;
+use axum::Router;
+pub use config::Config;
+use tokio::net::TcpListener;
+use verdict_cluster::Node;
+use verdict_cluster::NodeInfo;
+use verdict_cluster::NodeOptions;
+
+use crate::error::ApiError;
+use crate::routes::admin;
+use crate::routes::decide;
+use crate::routes::health;
+use crate::routes::peer;
+use crate::state::AppState;
+use crate::state::Metrics;
+use crate::state::Shared;
+
+async fn echo_request_id(req: Request, next: Next) -> Response {
+    let id = req.headers().get("x-request-id").cloned();
+    let mut resp = next.run(req).await;
+    if let Some(id) = id {
+        resp.headers_mut().insert("x-request-id", id);
+    }
+    resp
+}
+
+async fn not_found() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see docs/api.md",
+    )
+    .into_response()
+}
+
+async fn method_not_allowed(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not take that method; see docs/api.md",
+        )
+        .into_response();
+    }
+    resp
+}
+
+/// The public API router.
+pub fn api_router(state: Shared) -> Router {
+    let decisions = Router::new()
+        .route("/access/v1/evaluation", post(decide::evaluation))
+        .route("/access/v1/evaluations", post(decide::evaluations))
+        .layer(DefaultBodyLimit::max(state.config.max_decision_body));
+    let admin = Router::new()
+        .route(
+            "/v1/policies",
+            get(admin::list_policies).put(admin::replace_policies),
+        )
+        .route(
+            "/v1/policies/{id}",
+            get(admin::get_policy)
+                .put(admin::put_policy)
+                .delete(admin::delete_policy),
+        )
+        .route(
+            "/v1/schema",
+            get(admin::get_schema)
+                .put(admin::put_schema)
+                .delete(admin::delete_schema),
+        )
+        .route(
+            "/v1/entities",
+            axum::routing::post(admin::upsert_entities)
+                .put(admin::replace_entities)
+                .delete(admin::delete_entities),
+        )
+        .route("/v1/entities/{type}/{id}", get(admin::get_entity))
+        .route("/v1/cluster", get(health::cluster))
+        .layer(DefaultBodyLimit::max(state.config.max_admin_body));
+    Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route(
+            "/.well-known/authzen-configuration",
+            get(decide::well_known),
+        )
+        .merge(decisions)
+        .merge(admin)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(method_not_allowed))
+        .layer(axum::middleware::from_fn(echo_request_id))
+        .with_state(state)
+}
+
+fn cluster_secret(config: &Config) -> String {
+    if let Some(s) = &config.cluster_secret {
+        return s.clone();
+    }
+    // A single node needs no peers; a random secret keeps its peer listener closed to everyone.
+    use rand::Rng;
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs a node until `shutdown` resolves. Binds the API and peer listeners from `config`.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let api_listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {} (API): {e}; pick another with --listen",
+            config.listen
+        )
+    })?;
+    let peer_listener = TcpListener::bind(config.peer_listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {} (peer): {e}; pick another with --peer-listen",
+            config.peer_listen
+        )
+    })?;
+    let info = NodeInfo {
+        api_addr: config
+            .advertise_api
+            .clone()
+            .unwrap_or_else(|| config.listen.to_string()),
+        peer_addr: config
+            .advertise_peer
+            .clone()
+            .unwrap_or_else(|| config.peer_listen.to_string()),
+    };
+    let secret = cluster_secret(&config);
+    let node = Node::start(NodeOptions {
+        node_id: config.node_id,
+        data_dir: config.data_dir.clone(),
+        info,
+        cluster_secret: secret.clone(),
+        bootstrap_single: true,
+        snapshot_every: config.snapshot_every,
+    })
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot start the node with data dir `{}`: {e}",
+            config.data_dir.display()
+        )
+    })?;
+
+    let peer_app = Router::new()
+        .route("/raft/{rpc}", post(peer::rpc))
+        .layer(DefaultBodyLimit::max(512 * 1024 * 1024))
+        .with_state(peer::PeerState {
+            service: node.peer_service(),
+            secret: Arc::new(secret),
+        });
+    let state: Shared = Arc::new(AppState {
+        node: node.clone(),
+        config: config.clone(),
+        metrics: Metrics::default(),
+        draining: AtomicBool::new(false),
+    });
+    let app = api_router(state);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut api_stop = stop_rx.clone();
+    let mut peer_stop = stop_rx.clone();
+    tracing::info!(api = %config.listen, peer = %config.peer_listen, data_dir = %config.data_dir.display(), "verdict node serving");
+    let api = axum::serve(api_listener, app).with_graceful_shutdown(async move {
+        let _ = api_stop.wait_for(|s| *s).await;
+    });
+    let peers = axum::serve(peer_listener, peer_app).with_graceful_shutdown(async move {
+        let _ = peer_stop.wait_for(|s| *s).await;
+    });
+    let (a, p) = tokio::join!(
+        std::future::IntoFuture::into_future(api),
+        std::future::IntoFuture::into_future(peers)
+    );
+    // Shutdown order: listeners have stopped taking requests; now stop Raft (its storage flushes on
+    // every acknowledged operation, so nothing acknowledged is left in memory).
+    let _ = tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await;
+    a?;
+    p?;
+    Ok(())
+}
+
+/// Used by tests and the CLI to build a header value.
+pub fn header_value(v: u64) -> Option<HeaderValue> {
+    HeaderValue::from_str(&v.to_string()).ok()
+}

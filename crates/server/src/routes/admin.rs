@@ -1,0 +1,305 @@
+//! Administration: policies, schema and entities. Every write goes through Raft and answers the
+//! committed version; reads answer from the local published snapshot.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::Path;
+use axum::extract::State;
+use axum::http::header;
+use axum::http::HeaderMap;
+use axum::http::HeaderValue;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::Json;
+use serde_json::json;
+use serde_json::Value;
+use verdict_engine::entity::uid_from_parts;
+use verdict_engine::Command;
+use verdict_engine::Write;
+
+use crate::body;
+use crate::error::ApiError;
+use crate::state::Shared;
+
+fn versioned(value: Value, version: u64) -> Response {
+    let mut resp = Json(value).into_response();
+    if let Ok(v) = HeaderValue::from_str(&version.to_string()) {
+        resp.headers_mut().insert(body::VERSION_HEADER, v.clone());
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+async fn write(state: &Shared, headers: &HeaderMap, command: Command) -> Response {
+    let result = async {
+        let write = Write {
+            command,
+            if_match: body::u64_header(headers, "if-match")?,
+            idempotency_key: body::idempotency_key(headers)?,
+            stamped_ms: 0,
+        };
+        state.propose(write).await
+    }
+    .await;
+    match result {
+        Ok(version) => versioned(json!({"version": version}), version),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn admin_body(state: &Shared, raw: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body::bytes(raw, state.config.max_admin_body)
+}
+
+/// `PUT /v1/policies/{id}`: Cedar text, or `{"cedar": "…"}` as JSON.
+pub async fn put_policy(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let cedar = (|| {
+        let raw = admin_body(&state, raw)?;
+        if body::is_json(&headers) {
+            let v = body::json(&raw)?;
+            match v.get("cedar") {
+                Some(Value::String(s)) => Ok(s.clone()),
+                _ => Err(ApiError::bad_request(
+                    "invalid_json",
+                    "expected {\"cedar\": \"<policy text>\"}, or send the Cedar text as text/plain",
+                )),
+            }
+        } else {
+            Ok(body::text(&raw)?.to_string())
+        }
+    })();
+    match cedar {
+        Ok(cedar) => write(&state, &headers, Command::PutPolicy { id, cedar }).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/policies/{id}`.
+pub async fn get_policy(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+    let snap = state.node.published().load_full();
+    match snap.policy(&id) {
+        Some(p) => versioned(
+            json!({"id": p.id, "cedar": p.text, "version": p.version}),
+            p.version,
+        ),
+        None => ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no policy `{}`; `GET /v1/policies` lists the ids",
+                verdict_engine::ids::truncate(&id, 128)
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /v1/policies`.
+pub async fn list_policies(State(state): State<Shared>) -> Response {
+    let snap = state.node.published().load_full();
+    let list: Vec<Value> = snap
+        .policies()
+        .map(|p| json!({"id": p.id, "cedar": p.text, "version": p.version}))
+        .collect();
+    versioned(
+        json!({"version": snap.version(), "policies_version": snap.policies_version(), "policies": list}),
+        snap.version(),
+    )
+}
+
+/// `DELETE /v1/policies/{id}`.
+pub async fn delete_policy(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    write(&state, &headers, Command::DeletePolicy { id }).await
+}
+
+/// `PUT /v1/policies`: the whole set, as Cedar text or `{"policies": {"id": "cedar", …}}`.
+pub async fn replace_policies(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let command = (|| {
+        let raw = admin_body(&state, raw)?;
+        if body::is_json(&headers) {
+            let v = body::json(&raw)?;
+            let Some(Value::Object(map)) = v.get("policies") else {
+                return Err(ApiError::bad_request(
+                    "invalid_json",
+                    "expected {\"policies\": {\"<id>\": \"<cedar>\", …}}, or send the Cedar text as text/plain",
+                ));
+            };
+            let mut policies = Vec::with_capacity(map.len());
+            for (id, text) in map {
+                let Value::String(text) = text else {
+                    return Err(ApiError::bad_request(
+                        "invalid_json",
+                        format!("policy `{id}`: the value must be the Cedar text as a string"),
+                    ));
+                };
+                policies.push((id.clone(), text.clone()));
+            }
+            Ok(Command::ReplacePoliciesMap { policies })
+        } else {
+            // An empty text is allowed here: it clears the set.
+            let cedar = std::str::from_utf8(&raw).map_err(|_| {
+                ApiError::bad_request("invalid_content_type", "the body is not UTF-8 text")
+            })?;
+            Ok(Command::ReplacePoliciesText {
+                cedar: cedar.to_string(),
+            })
+        }
+    })();
+    match command {
+        Ok(c) => write(&state, &headers, c).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `PUT /v1/schema`: Cedar schema text, or the JSON schema format with `Content-Type: application/json`.
+pub async fn put_schema(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let command = (|| {
+        let raw = admin_body(&state, raw)?;
+        let json = body::is_json(&headers);
+        let text = body::text(&raw)?.to_string();
+        if json {
+            body::json(&raw)?;
+        }
+        Ok::<_, ApiError>(Command::PutSchema { text, json })
+    })();
+    match command {
+        Ok(c) => write(&state, &headers, c).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/schema`.
+pub async fn get_schema(State(state): State<Shared>) -> Response {
+    let snap = state.node.published().load_full();
+    match snap.schema() {
+        Some(s) => {
+            let schema = if s.json {
+                serde_json::from_str(&s.text).unwrap_or(Value::String(s.text.clone()))
+            } else {
+                Value::String(s.text.clone())
+            };
+            versioned(
+                json!({"schema": schema, "format": if s.json {"json"} else {"cedar"}, "version": s.version}),
+                s.version,
+            )
+        }
+        None => ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "no schema is set",
+        )
+        .into_response(),
+    }
+}
+
+/// `DELETE /v1/schema`.
+pub async fn delete_schema(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    write(&state, &headers, Command::DeleteSchema).await
+}
+
+fn entity_array(
+    state: &Shared,
+    headers: &HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<String, ApiError> {
+    let raw = admin_body(state, raw)?;
+    if headers.get(header::CONTENT_TYPE).is_some() && !body::is_json(headers) {
+        return Err(ApiError::bad_request(
+            "invalid_content_type",
+            "entities are JSON: send them with `Content-Type: application/json`",
+        ));
+    }
+    let v = body::json(&raw)?;
+    if !v.is_array() {
+        return Err(ApiError::bad_request(
+            "entity_invalid",
+            "expected a JSON array of Cedar entities: [{\"uid\": {\"type\": \"User\", \"id\": \"alice\"}, \"attrs\": {}, \"parents\": []}]",
+        ));
+    }
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// `POST /v1/entities`: upsert.
+pub async fn upsert_entities(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    match entity_array(&state, &headers, raw) {
+        Ok(json) => write(&state, &headers, Command::UpsertEntities { json }).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `PUT /v1/entities`: replace all.
+pub async fn replace_entities(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    match entity_array(&state, &headers, raw) {
+        Ok(json) => write(&state, &headers, Command::ReplaceEntities { json }).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE /v1/entities`: `[{"type": …, "id": …}, …]`.
+pub async fn delete_entities(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let command = (|| {
+        let raw = admin_body(&state, raw)?;
+        let v = body::json(&raw)?;
+        let uids = verdict_engine::entity::parse_uids(&v)?;
+        Ok::<_, ApiError>(Command::DeleteEntities {
+            uids: uids
+                .iter()
+                .map(|u| (u.type_name().to_string(), u.id().unescaped().to_string()))
+                .collect(),
+        })
+    })();
+    match command {
+        Ok(c) => write(&state, &headers, c).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/entities/{type}/{id}`.
+pub async fn get_entity(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+) -> Response {
+    let uid = match uid_from_parts(&ty, &id) {
+        Ok(u) => u,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let snap = state.node.published().load_full();
+    match snap.entity(&uid) {
+        Some(e) => versioned(json!({"entity": e.json, "version": e.version}), e.version),
+        None => ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no entity `{uid}`"),
+        )
+        .into_response(),
+    }
+}

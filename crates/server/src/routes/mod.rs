@@ -1,0 +1,6 @@
+//! HTTP routes, one module per area.
+
+pub mod admin;
+pub mod decide;
+pub mod health;
+pub mod peer;

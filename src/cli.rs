@@ -1,0 +1,285 @@
+//! The command line, as clap derive structs. Behaviour lives in the modules named per command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use clap::Parser;
+use clap::Subcommand;
+use clap::ValueEnum;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0   success (for `check`: allow)
+  1   the server rejected the request, or local input is invalid (bad file, bad JSON)
+  2   `check` in table output: the decision is deny
+  3   the server could not be reached
+  64  invalid command line";
+
+/// Verdict: a Raft-replicated Cedar authorization decision store.
+#[derive(Debug, Parser)]
+#[command(name = "verdict", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Node to talk to (client commands and bench).
+    #[arg(
+        long,
+        global = true,
+        env = "VERDICT_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// Output format: `table` is for people, `json` prints the server's answers as JSON.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable.
+    Table,
+    /// Machine-readable JSON on stdout.
+    Json,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (defaults: one-member cluster, data in ./verdict-data, API on 127.0.0.1:8080).
+    Serve(ServeArgs),
+    /// Manage Cedar policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Manage the Cedar schema.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+    /// Manage entities (Cedar entity JSON format).
+    #[command(subcommand)]
+    Entity(EntityCommand),
+    /// Ask for one decision (AuthZEN evaluation). Table output exits 0 on allow, 2 on deny.
+    Check(CheckArgs),
+    /// Load-test a node's decision endpoint.
+    #[command(after_help = crate::bench::MIX_HELP)]
+    Bench(crate::bench::BenchArgs),
+}
+
+/// `verdict serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file; the flags below override its values.
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Where the Raft log and snapshots live.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Public API listener.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Raft peer listener.
+    #[arg(long, value_name = "ADDR")]
+    pub peer_listen: Option<SocketAddr>,
+    /// This node's Raft id.
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<u64>,
+    /// Address other nodes use for this node's API (default: --listen).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_api: Option<String>,
+    /// Address other nodes use for this node's peer listener (default: --peer-listen).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_peer: Option<String>,
+    /// Log format; the level comes from RUST_LOG (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options every write takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WriteArgs {
+    /// Apply only if the resource is still at this version (0: only if it does not exist).
+    #[arg(long, value_name = "VERSION")]
+    pub if_match: Option<u64>,
+    /// Apply a retried write once: repeat the same key on retries (1–128 printable ASCII).
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `verdict policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Create or replace one policy from a Cedar file (`-` reads stdin).
+    Put {
+        /// Policy id.
+        id: String,
+        /// File with exactly one static Cedar policy, or `-`.
+        file: PathBuf,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Print one policy.
+    Get {
+        /// Policy id.
+        id: String,
+    },
+    /// List all policies.
+    List,
+    /// Delete one policy.
+    Delete {
+        /// Policy id.
+        id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Replace the whole policy set with the policies of a Cedar file (`-` reads stdin); ids come
+    /// from `@id("…")` annotations, else policy0, policy1, … by position.
+    Load {
+        /// Cedar file, or `-`.
+        file: PathBuf,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+}
+
+/// `verdict schema …`.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Set the schema from a file: `*.json` is Cedar's JSON schema format, anything else Cedar text.
+    Put {
+        /// Schema file, or `-` for stdin.
+        file: PathBuf,
+        /// Force the format instead of guessing from the file name.
+        #[arg(long, value_enum)]
+        format: Option<SchemaFormatArg>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Print the schema.
+    Get,
+    /// Remove the schema.
+    Delete {
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+}
+
+/// Schema file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaFormatArg {
+    /// Human-readable Cedar schema.
+    Cedar,
+    /// Cedar JSON schema.
+    Json,
+}
+
+/// `verdict entity …`.
+#[derive(Debug, Subcommand)]
+pub enum EntityCommand {
+    /// Upsert the entities of a JSON file (an array in Cedar's entity format; `-` reads stdin).
+    Put {
+        /// JSON file, or `-`.
+        file: PathBuf,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Print one entity.
+    Get {
+        /// Entity type, e.g. `User` or `Ns::User`.
+        r#type: String,
+        /// Entity id.
+        id: String,
+    },
+    /// Delete one entity.
+    Delete {
+        /// Entity type.
+        r#type: String,
+        /// Entity id.
+        id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Replace all entities with those of a JSON file (`-` reads stdin).
+    Load {
+        /// JSON file, or `-`.
+        file: PathBuf,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+}
+
+/// `verdict check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Who asks: `TYPE:ID` (e.g. `User:alice`, `Ns::User:alice`) or Cedar `TYPE::"ID"`.
+    #[arg(long, value_name = "TYPE:ID")]
+    pub subject: String,
+    /// Action name, e.g. `view`, or a full Cedar action uid.
+    #[arg(long, value_name = "NAME")]
+    pub action: String,
+    /// What is accessed: `TYPE:ID` or Cedar `TYPE::"ID"`.
+    #[arg(long, value_name = "TYPE:ID")]
+    pub resource: String,
+    /// Cedar context as a JSON object, or `@FILE` to read it from a file.
+    #[arg(long, value_name = "JSON")]
+    pub context: Option<String>,
+    /// Answer from a snapshot at least this new (read-your-writes after a write that returned it).
+    #[arg(long, value_name = "N")]
+    pub min_version: Option<u64>,
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; write e.g. `10s`, `500ms` or `2m`"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" | "min" => number * 60.0,
+        "h" => number * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}`; use ms, s, m or h"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,133 @@
+//! `verdict`: the node (`serve`), the admin and decision CLI, and the load generator (`bench`).
+//!
+//! This binary is argument parsing and glue; the node is `verdict-server`, the HTTP calls are
+//! `verdict-client`. Layout: `cli.rs` (clap structs), `serve.rs`, `admin.rs` (policy, schema,
+//! entity), `check.rs`, `bench/` and `output.rs` (printing helpers shared by the client commands).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod admin;
+mod bench;
+mod check;
+mod cli;
+mod output;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::Cli;
+use cli::Command;
+
+/// Exit codes; `cli::AFTER_HELP` documents them for users.
+pub mod exit {
+    /// The server rejected the request, or local input is invalid.
+    pub const FAILURE: u8 = 1;
+    /// `check` answered deny (table output).
+    pub const DENY: u8 = 2;
+    /// The server could not be reached.
+    pub const UNREACHABLE: u8 = 3;
+    /// The command line does not parse (sysexits' EX_USAGE, so it never looks like a deny).
+    pub const USAGE: u8 = 64;
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let url = cli.url.clone();
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => report(&e, &url),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let out = cli.output;
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Bench(args) => bench::run(&cli.url, &args, out).await,
+        Command::Policy(cmd) => admin::policy(&client(&cli.url)?, cmd, out).await,
+        Command::Schema(cmd) => admin::schema(&client(&cli.url)?, cmd, out).await,
+        Command::Entity(cmd) => admin::entity(&client(&cli.url)?, cmd, out).await,
+        Command::Check(args) => check::run(&client(&cli.url)?, &args, out).await,
+    }
+}
+
+fn client(url: &str) -> anyhow::Result<verdict_client::Client> {
+    Ok(verdict_client::Client::new(url)?)
+}
+
+/// Prints `err` for a person and picks the exit code.
+fn report(err: &anyhow::Error, url: &str) -> ExitCode {
+    use verdict_client::Error;
+    let Some(e) = err.downcast_ref::<Error>() else {
+        eprintln!("error: {err:#}");
+        return ExitCode::from(exit::FAILURE);
+    };
+    match e {
+        Error::Problem {
+            code,
+            detail,
+            location,
+            ..
+        } => {
+            eprintln!("error: {code}: {detail}");
+            if let Some(l) = location {
+                eprintln!("  at line {}, column {}", l.line, l.column);
+            }
+            ExitCode::from(exit::FAILURE)
+        }
+        Error::Transport(source) => {
+            let what = if source.is_timeout() {
+                "no answer in time from"
+            } else {
+                "cannot reach"
+            };
+            eprintln!("error: {what} Verdict at {url}: {}", root_cause(source));
+            eprintln!(
+                "hint: is `verdict serve` running at {url}? set VERDICT_URL or --url to point elsewhere"
+            );
+            ExitCode::from(exit::UNREACHABLE)
+        }
+        Error::InvalidUrl { .. } => {
+            eprintln!("error: {e}; set VERDICT_URL or --url to e.g. http://127.0.0.1:8080");
+            ExitCode::from(exit::FAILURE)
+        }
+        Error::Status { .. } | Error::Decode { .. } => {
+            eprintln!("error: {e}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+/// The innermost error: for a refused connection that is "Connection refused (os error 111)"
+/// rather than reqwest's "error sending request for url …".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

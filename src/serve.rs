@@ -1,0 +1,131 @@
+//! `verdict serve`: config from file and flags, logging, signals, then `verdict_server::run`.
+
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+use verdict_server::Config;
+
+use crate::cli::LogFormat;
+use crate::cli::ServeArgs;
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format)?;
+    let config = config(&args)?;
+    tracing::info!(
+        node_id = config.node_id,
+        listen = %config.listen,
+        peer_listen = %config.peer_listen,
+        data_dir = %config.data_dir.display(),
+        "starting verdict"
+    );
+    let shutdown = shutdown_signal()?;
+    verdict_server::run(config, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The file's values (or the defaults), then each flag given on top.
+fn config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(path) => Config::from_toml_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = &args.data_dir {
+        c.data_dir = v.clone();
+    }
+    if let Some(v) = args.listen {
+        c.listen = v;
+    }
+    if let Some(v) = args.peer_listen {
+        c.peer_listen = v;
+    }
+    if let Some(v) = args.node_id {
+        c.node_id = v;
+    }
+    if let Some(v) = &args.advertise_api {
+        c.advertise_api = Some(v.clone());
+    }
+    if let Some(v) = &args.advertise_peer {
+        c.advertise_peer = Some(v.clone());
+    }
+    Ok(c)
+}
+
+fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Resolves on the first SIGINT or SIGTERM. The handlers are installed before this returns, so a
+/// signal that arrives while the node is still starting is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| anyhow::anyhow!("cannot install the SIGTERM handler: {e}"))?;
+    #[cfg(unix)]
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("cannot install the SIGINT handler: {e}"))?;
+    Ok(async move {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+                _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tracing::info!(signal = "ctrl-c", "shutting down");
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        match cli.command {
+            crate::cli::Command::Serve(a) => a,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "node_id = 3\nlisten = \"127.0.0.1:9000\"\nmax_batch = 7\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let args = serve_args(&["verdict", "serve", "--config", file, "--node-id", "5"]);
+        let c = config(&args).unwrap();
+        assert_eq!(c.node_id, 5);
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_batch, 7);
+        assert_eq!(c.peer_listen.port(), 8081);
+    }
+
+    #[test]
+    fn no_flags_is_the_default_config() {
+        let c = config(&serve_args(&["verdict", "serve"])).unwrap();
+        assert_eq!(c.node_id, Config::default().node_id);
+        assert_eq!(c.listen, Config::default().listen);
+    }
+}

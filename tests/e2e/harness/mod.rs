@@ -1,0 +1,49 @@
+//! Shared test machinery: a real node process, a raw HTTP client, the CLI, and checks of
+//! decisions against the examples' expectations.
+
+mod api;
+mod expect;
+mod node;
+
+pub use api::{assert_problem, Api, Resp};
+pub use expect::{assert_decision, Example};
+pub use node::Node;
+
+use std::process::Output;
+use std::time::Duration;
+
+/// Runs the `verdict` CLI with `VERDICT_URL` pointing at `node`; panics if it does not finish
+/// within a minute.
+pub async fn cli(node: &Node, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .args(args)
+        .env("VERDICT_URL", node.url())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(60), run).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => panic!("cannot run `verdict {}`: {e}", args.join(" ")),
+        Err(_) => panic!("`verdict {}` did not finish within 60 s", args.join(" ")),
+    }
+}
+
+/// Runs the CLI with `--output json`, asserts success and returns the parsed stdout.
+pub async fn cli_json(node: &Node, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    let out = cli(node, &all).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "`verdict {}` failed with {}\nstdout: {stdout}\nstderr: {stderr}",
+        all.join(" "),
+        out.status
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "`verdict {}` printed non-JSON ({e}): {stdout}",
+            all.join(" ")
+        )
+    })
+}

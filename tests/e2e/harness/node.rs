@@ -1,0 +1,171 @@
+//! A real `verdict serve` process on free loopback ports, killed on drop.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use super::Api;
+
+/// How long a node may take to answer `GET /readyz` with 200 after it is spawned.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// How often `/readyz` is polled while waiting.
+const READY_POLL: Duration = Duration::from_millis(20);
+
+/// One single-member cluster: its process, data directory and ports. The data directory outlives
+/// restarts; the process is SIGKILLed on drop, and when the test is failing the tail of the node's
+/// log is printed.
+pub struct Node {
+    child: Option<Child>,
+    data: TempDir,
+    logs: TempDir,
+    runs: usize,
+    api_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    api: Api,
+}
+
+impl Node {
+    /// Spawns a node on a fresh data directory and waits until it is ready.
+    pub async fn start() -> Node {
+        let (api_addr, peer_addr) = free_ports();
+        let mut node = Node {
+            child: None,
+            data: TempDir::with_prefix("verdict-e2e-data-").expect("create data dir"),
+            logs: TempDir::with_prefix("verdict-e2e-logs-").expect("create log dir"),
+            runs: 0,
+            api_addr,
+            peer_addr,
+            api: Api::new(&format!("http://{api_addr}")),
+        };
+        node.spawn();
+        node.wait_ready().await;
+        node
+    }
+
+    /// The HTTP API of the current process (a new connection pool after every restart).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// `http://127.0.0.1:P`, what `VERDICT_URL` should be for the CLI.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// The data directory shared by every run of this node.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// SIGKILLs the process (no chance to flush or shut down) and reaps it.
+    pub fn sigkill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` is SIGKILL on Unix. An error means it already exited.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILLs the node if it runs, starts it again on the same data directory and ports, and
+    /// waits until it is ready.
+    pub async fn restart(&mut self) {
+        self.sigkill();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    fn spawn(&mut self) {
+        self.runs += 1;
+        let log_path = self.log_path();
+        let log = File::create(&log_path).expect("create node log");
+        let err = log.try_clone().expect("clone log handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_verdict"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--listen")
+            .arg(self.api_addr.to_string())
+            .arg("--peer-listen")
+            .arg(self.peer_addr.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("VERDICT_E2E_LOG").unwrap_or("info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn `verdict serve`");
+        self.child = Some(child);
+        self.api = Api::new(&self.url());
+    }
+
+    /// Polls `GET /readyz` until 200; panics with the node's log if the deadline passes or the
+    /// process exits.
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_DEADLINE;
+        let mut last = String::from("no answer yet");
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "`verdict serve` exited with {status} before it was ready\n{}",
+                        self.log_tail(40)
+                    );
+                }
+            }
+            match self.api.try_get("/readyz").await {
+                Ok(resp) if resp.status == 200 => return,
+                Ok(resp) => last = format!("{} {}", resp.status, resp.text),
+                Err(e) => last = e,
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "node on {} not ready within {READY_DEADLINE:?}; last /readyz: {last}\n{}",
+                    self.api_addr,
+                    self.log_tail(40)
+                );
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.logs.path().join(format!("run-{}.log", self.runs))
+    }
+
+    /// The last `lines` lines of the current run's log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!(
+            "--- last {lines} lines of node log (run {}) ---\n{tail}",
+            self.runs
+        )
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.sigkill();
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail(60));
+        }
+    }
+}
+
+/// Two distinct free loopback ports: bound to port 0, read, released. Another process could take
+/// one before the node binds it; the node then fails to start and the test says so.
+fn free_ports() -> (SocketAddr, SocketAddr) {
+    let a = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let b = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    (
+        a.local_addr().expect("local addr"),
+        b.local_addr().expect("local addr"),
+    )
+}

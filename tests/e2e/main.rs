@@ -1,0 +1,14 @@
+//! End-to-end tests of the `verdict` binary: every test starts real `verdict serve` processes on
+//! free loopback ports with their own data directories, and talks to them over HTTP and through
+//! the CLI, as users do.
+//!
+//! Run with `cargo test --test e2e`. Set `VERDICT_E2E_LOG=debug` for more node logging (printed
+//! when a test fails), and `VERDICT_E2E_DURABILITY_ITERATIONS` / `VERDICT_E2E_DURABILITY_WRITES` to
+//! scale the crash test.
+
+mod bad_input;
+mod batch;
+mod durability;
+mod examples;
+mod harness;
+mod idempotency;

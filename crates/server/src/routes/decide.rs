@@ -198,10 +198,11 @@ pub async fn evaluations(
             ));
         }
         if items.is_empty() {
-            // AuthZEN: no `evaluations` behaves as a single evaluation of the top-level fields.
+            // AuthZEN 1.0 §7.1: no (or an empty) `evaluations` array behaves as the single
+            // Access Evaluation request, answered with a single decision.
             let d = evaluate(&snapshot, &obj, None)?;
             count(&state, &d);
-            return Ok((json!({"evaluations": [decision_json(&d)]}), snapshot.version()));
+            return Ok((decision_json(&d), snapshot.version()));
         }
         let mut out = Vec::with_capacity(items.len());
         for item in &items {

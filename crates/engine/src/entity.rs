@@ -128,7 +128,7 @@ fn parse_entity(
             ),
         ));
     }
-    let json = entity
+    let mut json = entity
         .to_json_value()
         .map_err(|e| EngineError::new(ErrorCode::EntityInvalid, format!("entity #{index}: {e}")))?;
     let mut parents = BTreeSet::new();
@@ -142,6 +142,16 @@ fn parse_entity(
             })?;
             parents.insert(uid);
         }
+    }
+    // Cedar writes parents from a hash set; sort them so the stored form (and snapshot files) does
+    // not depend on hashing.
+    if let Some(slot) = json.get_mut("parents") {
+        *slot = Value::Array(
+            parents
+                .iter()
+                .map(|p| serde_json::json!({"type": p.type_name().to_string(), "id": p.id().unescaped()}))
+                .collect(),
+        );
     }
     Ok(ParsedEntity {
         entity,

@@ -216,7 +216,11 @@ fn print_entity(entity: &Value, version: u64) -> anyhow::Result<()> {
         .as_array()
         .map(|ps| ps.iter().map(uid).collect())
         .unwrap_or_default();
-    println!("parents:  {}", parents.join(", "));
+    if parents.is_empty() {
+        println!("parents:  (none)");
+    } else {
+        println!("parents:  {}", parents.join(", "));
+    }
     for key in ["attrs", "tags"] {
         match &entity[key] {
             Value::Object(m) if !m.is_empty() => {

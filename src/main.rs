@@ -94,8 +94,12 @@ fn report(err: &anyhow::Error, url: &str) -> ExitCode {
             ..
         } => {
             eprintln!("error: {code}: {detail}");
+            // The server's detail usually names the position already; say it only once.
             if let Some(l) = location {
-                eprintln!("  at line {}, column {}", l.line, l.column);
+                let at = format!("line {}, column {}", l.line, l.column);
+                if !detail.contains(&at) {
+                    eprintln!("  at {at}");
+                }
             }
             ExitCode::from(exit::FAILURE)
         }

@@ -28,7 +28,7 @@ struct Ack {
 
 impl Ack {
     fn is_policy(&self) -> bool {
-        self.n % 2 == 0
+        self.n.is_multiple_of(2)
     }
 }
 
@@ -68,7 +68,9 @@ async fn acknowledged_writes_survive_sigkill() {
         }
         max_acked = max_acked.max(acks.iter().map(|a| a.version).max().unwrap_or(0));
 
+        let restarting = Instant::now();
         node.restart().await;
+        let restarted = restarting.elapsed();
         let api = node.api().clone();
         verify(&api, &acks, iteration).await;
         let now = api.decision_version().await;
@@ -91,10 +93,10 @@ async fn acknowledged_writes_survive_sigkill() {
             "iteration {iteration}: acknowledged policies missing from the list: {lost:?}…"
         );
         eprintln!(
-            "durability iteration {iteration}: {} of {writes} writes acknowledged in {written:?}, \
-             restart and verify in {:?}",
+            "durability iteration {iteration}: {} of {writes} writes acknowledged in {written:?}; \
+             ready again after {restarted:?}; verified in {:?}",
             acks.len(),
-            round.elapsed() - written
+            round.elapsed() - written - restarted
         );
     }
     eprintln!(
@@ -117,7 +119,7 @@ async fn write_then_kill(node: &mut Node, iteration: usize, writes: usize) -> Ve
             let mut acks = Vec::new();
             for n in (task..writes).step_by(TASKS) {
                 let id = format!("dur-{iteration}-{n}");
-                let request = if n % 2 == 0 {
+                let request = if n.is_multiple_of(2) {
                     let cedar = format!(
                         "permit(principal == User::\"{id}\", action == Action::\"view\", resource);"
                     );

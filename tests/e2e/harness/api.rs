@@ -242,18 +242,28 @@ impl Api {
 /// Asserts an RFC 9457 problem: status, `application/problem+json`, the stable `code`, the `status`
 /// member, and a non-empty `detail`.
 pub fn assert_problem(resp: &Resp, status: u16, code: &str) {
+    if let Err(e) = check_problem(resp, status, code) {
+        panic!("{e}");
+    }
+}
+
+/// What [`assert_problem`] checks, as a result, so a test can report every failing case at once.
+pub fn check_problem(resp: &Resp, status: u16, code: &str) -> Result<(), String> {
     let ctx = format!(
         "{}: expected {status} `{code}`, got {} {}",
         resp.what, resp.status, resp.text
     );
-    assert_eq!(resp.status, status, "{ctx}");
-    assert_eq!(resp.json["code"], code, "{ctx}");
     let content_type = resp.header("content-type").unwrap_or_default();
-    assert!(
-        content_type.starts_with("application/problem+json"),
-        "{ctx}: content-type `{content_type}`"
-    );
-    assert_eq!(resp.json["status"], status, "{ctx}: `status` member");
     let detail = resp.json["detail"].as_str().unwrap_or_default();
-    assert!(!detail.is_empty(), "{ctx}: empty `detail`");
+    if resp.status != status || resp.json["code"] != code {
+        Err(ctx)
+    } else if !content_type.starts_with("application/problem+json") {
+        Err(format!("{ctx}: content-type `{content_type}`"))
+    } else if resp.json["status"] != status {
+        Err(format!("{ctx}: `status` member"))
+    } else if detail.is_empty() {
+        Err(format!("{ctx}: empty `detail`"))
+    } else {
+        Ok(())
+    }
 }

@@ -5,7 +5,7 @@ mod api;
 mod expect;
 mod node;
 
-pub use api::{assert_problem, Api, Resp};
+pub use api::{assert_problem, check_problem, Api, Resp};
 pub use expect::{assert_decision, Example};
 pub use node::Node;
 

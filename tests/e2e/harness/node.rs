@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,11 +56,6 @@ impl Node {
         format!("http://{}", self.api_addr)
     }
 
-    /// The data directory shared by every run of this node.
-    pub fn data_dir(&self) -> &Path {
-        self.data.path()
-    }
-
     /// SIGKILLs the process (no chance to flush or shut down) and reaps it.
     pub fn sigkill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -95,6 +90,8 @@ impl Node {
                 "RUST_LOG",
                 std::env::var("VERDICT_E2E_LOG").unwrap_or("info".into()),
             )
+            // The log is read back into failure messages: no colour codes.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
@@ -108,7 +105,6 @@ impl Node {
     /// process exits.
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_DEADLINE;
-        let mut last = String::from("no answer yet");
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -118,11 +114,11 @@ impl Node {
                     );
                 }
             }
-            match self.api.try_get("/readyz").await {
+            let last = match self.api.try_get("/readyz").await {
                 Ok(resp) if resp.status == 200 => return,
-                Ok(resp) => last = format!("{} {}", resp.status, resp.text),
-                Err(e) => last = e,
-            }
+                Ok(resp) => format!("{} {}", resp.status, resp.text),
+                Err(e) => e,
+            };
             if Instant::now() >= deadline {
                 panic!(
                     "node on {} not ready within {READY_DEADLINE:?}; last /readyz: {last}\n{}",

@@ -1,0 +1,87 @@
+//! Applying one change to a large state: a policy change with 10,000 policies stored, and an entity
+//! upsert with 1,000,000 entities stored. Both must cost in proportion to the change.
+
+mod common;
+
+use std::hint::black_box;
+
+use criterion::criterion_group;
+use criterion::criterion_main;
+use criterion::Criterion;
+use serde_json::json;
+use verdict_engine::Command;
+use verdict_engine::Snapshot;
+
+fn million_entities() -> Snapshot {
+    // 1,000 groups and 999,000 users, each user in one group, with a few attributes.
+    let mut all = Vec::with_capacity(1_000_000);
+    for g in 0..1000 {
+        all.push(
+            json!({"uid": {"type": "Group", "id": format!("g-{g}")}, "attrs": {}, "parents": []}),
+        );
+    }
+    for u in 0..999_000 {
+        all.push(json!({"uid": {"type": "User", "id": format!("u-{u}")},
+            "attrs": {"email": format!("u-{u}@example.org"), "level": u % 5},
+            "parents": [{"type": "Group", "id": format!("g-{}", u % 1000)}]}));
+    }
+    common::apply(
+        &Snapshot::empty(),
+        Command::ReplaceEntities {
+            json: serde_json::Value::Array(all).to_string(),
+        },
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("apply");
+    group.sample_size(30);
+
+    let (snap, _) = common::surfconext(10_000);
+    assert_eq!(snap.policy_count(), 10_000);
+    let id = snap.policies().nth(5000).unwrap().id.clone();
+    let texts = [
+        format!("@id(\"{id}\") permit(principal, action == Action::\"login\", resource == ServiceProvider::\"sp-1\") when {{ context.idp == \"idp-1\" }};"),
+        format!("@id(\"{id}\") permit(principal, action == Action::\"login\", resource == ServiceProvider::\"sp-2\") when {{ context.idp == \"idp-2\" }};"),
+    ];
+    let writes: Vec<_> = texts
+        .iter()
+        .map(|t| {
+            common::write(Command::PutPolicy {
+                id: id.clone(),
+                cedar: t.clone(),
+            })
+        })
+        .collect();
+    let mut n = 0u64;
+    group.bench_function("policy_change_with_10000_policies", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(snap.apply(snap.version() + n, black_box(&writes[(n % 2) as usize])))
+        })
+    });
+
+    let snap = million_entities();
+    assert_eq!(snap.entity_count(), 1_000_000);
+    let upserts: Vec<_> = (0..64)
+        .map(|i| {
+            let e = json!([{"uid": {"type": "User", "id": format!("u-{}", i * 7919)},
+                "attrs": {"email": format!("new-{i}@example.org"), "level": i % 5},
+                "parents": [{"type": "Group", "id": format!("g-{}", i % 1000)}]}]);
+            common::write(Command::UpsertEntities {
+                json: e.to_string(),
+            })
+        })
+        .collect();
+    let mut n = 0usize;
+    group.bench_function("entity_upsert_with_1m_entities", |b| {
+        b.iter(|| {
+            n += 1;
+            black_box(snap.apply(snap.version() + 1, black_box(&upserts[n % upserts.len()])))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

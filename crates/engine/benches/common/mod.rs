@@ -1,0 +1,90 @@
+//! Shared set-up for the engine benches: build snapshots from the fixtures through `apply`, exactly
+//! as the state machine does.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use verdict_engine::Command;
+use verdict_engine::DecisionInput;
+use verdict_engine::Outcome;
+use verdict_engine::Snapshot;
+use verdict_engine::Write;
+use verdict_fixtures::surfconext;
+use verdict_fixtures::zero_trust;
+
+pub fn write(command: Command) -> Write {
+    Write {
+        command,
+        if_match: None,
+        idempotency_key: None,
+        stamped_ms: 0,
+    }
+}
+
+pub fn apply(snap: &Snapshot, command: Command) -> Snapshot {
+    let (next, outcome) = snap.apply(snap.version() + 1, &write(command));
+    assert_eq!(outcome, Outcome::Applied);
+    next
+}
+
+pub fn input(request: &Value) -> DecisionInput {
+    DecisionInput::from_authzen(
+        request.get("subject"),
+        request.get("action"),
+        request.get("resource"),
+        request.get("context"),
+    )
+    .unwrap()
+}
+
+/// A SURFconext data set with `policies` policies, its entities, and 1,000 random login requests.
+pub fn surfconext(policies: usize) -> (Snapshot, Vec<DecisionInput>) {
+    let ds = surfconext::Dataset::new(
+        policies,
+        surfconext::DEFAULT_USERS,
+        surfconext::DEFAULT_GROUPS,
+    );
+    let mut snap = Snapshot::empty();
+    snap = apply(
+        &snap,
+        Command::ReplacePoliciesText {
+            cedar: ds.policies_text(),
+        },
+    );
+    snap = apply(
+        &snap,
+        Command::ReplaceEntities {
+            json: ds.entities().to_string(),
+        },
+    );
+    let inputs = ds
+        .random_requests(1000, 7)
+        .iter()
+        .map(|s| input(&s.request))
+        .collect();
+    (snap, inputs)
+}
+
+/// The zero-trust fleet with `hosts` hosts and 1,000 random login requests.
+pub fn zero_trust(hosts: usize) -> (Snapshot, Vec<DecisionInput>) {
+    let fleet = zero_trust::Fleet::new(hosts);
+    let mut snap = Snapshot::empty();
+    snap = apply(
+        &snap,
+        Command::ReplacePoliciesText {
+            cedar: zero_trust::POLICIES.to_string(),
+        },
+    );
+    snap = apply(
+        &snap,
+        Command::ReplaceEntities {
+            json: fleet.entities().to_string(),
+        },
+    );
+    let inputs = fleet
+        .random_requests(1000, 7)
+        .iter()
+        .map(|s| input(&s.request))
+        .collect();
+    (snap, inputs)
+}

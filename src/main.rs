@@ -17,6 +17,11 @@ mod serve;
 
 use std::process::ExitCode;
 
+/// mimalloc: per-thread heaps, so concurrent decisions (and the writer building the next snapshot)
+/// do not contend on allocator locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 use cli::Cli;

@@ -121,19 +121,24 @@ async fn batch_without_items_is_one_evaluation() {
             if let Some(e) = &evaluations {
                 body["evaluations"] = e.clone();
             }
+            // AuthZEN 1.0 §7.1: answered exactly like the single Access Evaluation API.
             let resp = api.evaluations(&body).await.ok();
+            let single = api.evaluate(&sample.request).await.ok();
             assert_eq!(
-                decisions(&resp.json),
-                [json!(sample.expect())],
+                resp.json["decision"],
+                json!(sample.expect()),
                 "{} with evaluations {evaluations:?}: {}",
                 sample.name,
                 resp.text
             );
-            let single = api.evaluate(&sample.request).await.ok();
+            assert!(
+                resp.json.get("evaluations").is_none(),
+                "not an array: {}",
+                resp.text
+            );
             assert_eq!(
-                resp.json["evaluations"][0]["context"]["reason_user"],
-                single.json["context"]["reason_user"],
-                "batch of none answers in the single-evaluation shape"
+                resp.json["context"], single.json["context"],
+                "same shape and content as a single evaluation"
             );
         }
     }

@@ -118,7 +118,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged: Option<LogIdOf<TypeConfig>> = self.get_meta(LAST_PURGED)?;
         let last = match self.log.last().map_err(io_err)? {
             Some((_, v)) => Some(decode::<EntryOf<TypeConfig>>(&v)?.log_id()),
-            None => last_purged.clone(),
+            None => last_purged,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,

@@ -135,10 +135,11 @@ fn newest_snapshot(dir: &Path) -> Result<Option<PathBuf>, io::Error> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with("snap-") && name.ends_with(".bin") {
-            if best.as_ref().is_none_or(|b| path > *b) {
-                best = Some(path);
-            }
+        if name.starts_with("snap-")
+            && name.ends_with(".bin")
+            && best.as_ref().is_none_or(|b| path > *b)
+        {
+            best = Some(path);
         }
     }
     Ok(best)

@@ -15,15 +15,20 @@ use cedar_policy::EntityId;
 use cedar_policy::EntityTypeName;
 use cedar_policy::EntityUid;
 use cedar_policy::Request;
+use cedar_policy::RestrictedExpression;
+use cedar_policy_core::ast::Entity as CoreEntity;
+use cedar_policy_core::entities::Entities as CoreEntities;
+use cedar_policy_core::entities::NoEntitiesSchema;
+use cedar_policy_core::entities::TCComputation;
+use cedar_policy_core::extensions::Extensions;
 use serde_json::Map;
 use serde_json::Value;
 
+use crate::entity::close;
 use crate::entity::StoredEntity;
 use crate::error::EngineError;
 use crate::error::ErrorCode;
 use crate::ids::truncate;
-use crate::index::Bucket;
-use crate::index::IndexKey;
 use crate::policy::StoredPolicy;
 use crate::snapshot::Snapshot;
 
@@ -201,7 +206,18 @@ impl Snapshot {
         let resource = self.entities.get(&input.resource);
         let (action_entity, action_ancestors) = self.action(&input.action);
 
-        let buckets = self.candidates(input, principal, resource, &action_ancestors);
+        let empty: &[EntityUid] = &[];
+        let buckets = self.index.candidates(
+            (
+                &input.principal,
+                principal.map(|p| &p.ancestors[..]).unwrap_or(empty),
+            ),
+            (&input.action, &action_ancestors),
+            (
+                &input.resource,
+                resource.map(|r| &r.ancestors[..]).unwrap_or(empty),
+            ),
+        );
         if buckets.is_empty() {
             return Ok(self.no_match());
         }
@@ -209,9 +225,7 @@ impl Snapshot {
         let entities = self.slice(input, principal, resource, action_entity)?;
         let context = match &input.context {
             None => Context::empty(),
-            Some(m) => Context::from_json_value(Value::Object(m.clone()), None).map_err(|e| {
-                EngineError::new(ErrorCode::InvalidRequest, format!("`context`: {e}"))
-            })?,
+            Some(m) => context(m)?,
         };
         let request = Request::new(
             input.principal.clone(),
@@ -282,39 +296,6 @@ impl Snapshot {
         })
     }
 
-    /// The buckets a request could match, de-duplicated: a handful of hash look-ups.
-    fn candidates<'a>(
-        &'a self,
-        input: &DecisionInput,
-        principal: Option<&Arc<StoredEntity>>,
-        resource: Option<&Arc<StoredEntity>>,
-        action_ancestors: &[EntityUid],
-    ) -> Vec<&'a Arc<Bucket>> {
-        let mut keys: Vec<IndexKey> = Vec::with_capacity(12);
-        keys.push(IndexKey::Resource(input.resource.clone()));
-        if let Some(r) = resource {
-            keys.extend(r.ancestors.iter().cloned().map(IndexKey::Resource));
-        }
-        keys.push(IndexKey::ResourceType(input.resource.type_name().clone()));
-        keys.push(IndexKey::Principal(input.principal.clone()));
-        if let Some(p) = principal {
-            keys.extend(p.ancestors.iter().cloned().map(IndexKey::Principal));
-        }
-        keys.push(IndexKey::PrincipalType(input.principal.type_name().clone()));
-        keys.push(IndexKey::Action(input.action.clone()));
-        keys.extend(action_ancestors.iter().cloned().map(IndexKey::Action));
-        keys.push(IndexKey::Unscoped);
-        let mut out: Vec<&'a Arc<Bucket>> = Vec::with_capacity(4);
-        for key in &keys {
-            if let Some(b) = self.index.get(key) {
-                if !out.iter().any(|x| Arc::ptr_eq(x, b)) {
-                    out.push(b);
-                }
-            }
-        }
-        out
-    }
-
     fn no_match(&self) -> Decision {
         Decision {
             allow: false,
@@ -326,81 +307,92 @@ impl Snapshot {
         }
     }
 
-    /// The action's entity and ancestors: from the schema when one is set, else from stored entities.
-    fn action(&self, uid: &EntityUid) -> (Option<Entity>, Arc<[EntityUid]>) {
+    /// The action's entity (closure recorded) and ancestors: from the schema when one is set, else
+    /// from stored entities.
+    fn action(&self, uid: &EntityUid) -> (Option<Arc<CoreEntity>>, Arc<[EntityUid]>) {
         if let Some(schema) = &self.schema {
             if let Some((e, anc)) = schema.actions.get(uid) {
                 return (Some(e.clone()), anc.clone());
             }
         }
         match self.entities.get(uid) {
-            Some(e) => (Some(e.entity.clone()), e.ancestors.clone()),
+            Some(e) => (Some(e.closed.clone()), e.ancestors.clone()),
             None => (None, Arc::from(Vec::new())),
         }
     }
 
-    /// The per-request entity slice: principal, resource, action and their stored ancestors, with
-    /// request properties merged over stored attributes.
+    /// The per-request entity slice: principal, resource and action with their ancestor closure
+    /// already recorded (so Cedar skips computing it), request properties merged over stored
+    /// attributes, and those ancestors that carry attributes or tags (an ancestor without them
+    /// adds nothing a policy could read).
     fn slice(
         &self,
         input: &DecisionInput,
         principal: Option<&Arc<StoredEntity>>,
         resource: Option<&Arc<StoredEntity>>,
-        action: Option<Entity>,
+        action: Option<Arc<CoreEntity>>,
     ) -> Result<Entities, EngineError> {
-        let mut out: Vec<Entity> = Vec::with_capacity(8);
-        let mut seen: Vec<EntityUid> = Vec::with_capacity(8);
-        let add = |e: Entity, out: &mut Vec<Entity>, seen: &mut Vec<EntityUid>| {
-            let uid = e.uid();
-            if !seen.contains(&uid) {
-                seen.push(uid);
+        let mut out: Vec<Arc<CoreEntity>> = Vec::with_capacity(4);
+        let add = |e: Arc<CoreEntity>, out: &mut Vec<Arc<CoreEntity>>| {
+            if !out.iter().any(|x| x.uid() == e.uid()) {
                 out.push(e);
             }
         };
-        let principal_entity = merged(
-            &input.principal,
-            principal,
-            input.principal_properties.as_ref(),
-            "subject",
-        )?;
-        let resource_entity = merged(
-            &input.resource,
-            resource,
-            input.resource_properties.as_ref(),
-            "resource",
-        )?;
-        if let Some(e) = principal_entity {
-            add(e, &mut out, &mut seen);
-        }
-        if let Some(e) = resource_entity {
-            add(e, &mut out, &mut seen);
+        for (uid, stored, props, what) in [
+            (
+                &input.principal,
+                principal,
+                input.principal_properties.as_ref(),
+                "subject",
+            ),
+            (
+                &input.resource,
+                resource,
+                input.resource_properties.as_ref(),
+                "resource",
+            ),
+        ] {
+            if let Some(e) = merged(uid, stored, props, what)? {
+                add(e, &mut out);
+            }
         }
         if let Some(e) = action {
-            add(e, &mut out, &mut seen);
+            add(e, &mut out);
         }
         for stored in [principal, resource].into_iter().flatten() {
             for a in stored.ancestors.iter() {
                 if let Some(anc) = self.entities.get(a) {
-                    add(anc.entity.clone(), &mut out, &mut seen);
+                    if anc.closed.attrs_len() > 0 || anc.closed.tags_len() > 0 {
+                        add(anc.closed.clone(), &mut out);
+                    }
                 }
             }
         }
-        Entities::from_entities(out, None).map_err(|e| {
-            EngineError::new(ErrorCode::InvalidRequest, format!("request entities: {e}"))
-        })
+        // Shared, not cloned: Cedar keeps entities behind `Arc` and takes ours as they are.
+        CoreEntities::new()
+            .add_entities(
+                out,
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map(Entities::from)
+            .map_err(|e| {
+                EngineError::new(ErrorCode::InvalidRequest, format!("request entities: {e}"))
+            })
     }
 }
 
-/// The stored entity with request properties merged over its attributes, or a fresh entity made of
-/// the properties alone when nothing is stored.
+/// The stored entity (closure recorded) with request properties merged over its attributes, or a
+/// fresh entity made of the properties alone when nothing is stored.
 fn merged(
     uid: &EntityUid,
     stored: Option<&Arc<StoredEntity>>,
     props: Option<&Map<String, Value>>,
     what: &str,
-) -> Result<Option<Entity>, EngineError> {
+) -> Result<Option<Arc<CoreEntity>>, EngineError> {
     let Some(props) = props else {
-        return Ok(stored.map(|s| s.entity.clone()));
+        return Ok(stored.map(|s| s.closed.clone()));
     };
     let mut json = match stored {
         Some(s) => s.json.clone(),
@@ -415,12 +407,50 @@ fn merged(
             attrs.insert(k.clone(), v.clone());
         }
     }
-    Entity::from_json_value(json, None).map(Some).map_err(|e| {
+    let entity = Entity::from_json_value(json, None).map_err(|e| {
         EngineError::new(
             ErrorCode::InvalidRequest,
             format!("`{what}.properties`: {e}; values use Cedar's entity-JSON attribute format"),
         )
-    })
+    })?;
+    let ancestors: &[EntityUid] = stored.map(|s| &s.ancestors[..]).unwrap_or(&[]);
+    Ok(Some(Arc::new(close(&entity, ancestors))))
+}
+
+/// The Cedar context. Plain JSON (strings, booleans, integers, arrays, objects) is converted directly;
+/// anything needing Cedar's JSON escapes (`__entity`, `__extn`) goes through Cedar's own parser.
+fn context(map: &Map<String, Value>) -> Result<Context, EngineError> {
+    let fast: Option<Vec<(String, RestrictedExpression)>> = map
+        .iter()
+        .map(|(k, v)| restricted(v).map(|e| (k.clone(), e)))
+        .collect();
+    let result = match fast {
+        Some(pairs) => Context::from_pairs(pairs).map_err(|e| e.to_string()),
+        None => {
+            Context::from_json_value(Value::Object(map.clone()), None).map_err(|e| e.to_string())
+        }
+    };
+    result.map_err(|e| EngineError::new(ErrorCode::InvalidRequest, format!("`context`: {e}")))
+}
+
+fn restricted(v: &Value) -> Option<RestrictedExpression> {
+    match v {
+        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
+        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+        Value::Array(items) => items
+            .iter()
+            .map(restricted)
+            .collect::<Option<Vec<_>>>()
+            .map(RestrictedExpression::new_set),
+        Value::Object(m) if m.contains_key("__entity") || m.contains_key("__extn") => None,
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| restricted(v).map(|e| (k.clone(), e)))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|pairs| RestrictedExpression::new_record(pairs).ok()),
+        Value::Null => None,
+    }
 }
 
 fn authorizer() -> &'static Authorizer {

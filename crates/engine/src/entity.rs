@@ -8,6 +8,7 @@ use std::sync::Arc;
 use cedar_policy::Entity;
 use cedar_policy::EntityUid;
 use cedar_policy::Schema;
+use cedar_policy_core::ast::Entity as CoreEntity;
 use serde_json::Value;
 
 use crate::error::EngineError;
@@ -21,8 +22,11 @@ pub const MAX_ENTITIES_PER_WRITE: usize = 100_000;
 /// One stored entity.
 #[derive(Debug)]
 pub struct StoredEntity {
-    /// The parsed entity with its direct parents (Cedar computes the closure per request slice).
+    /// The parsed entity with its direct parents.
     pub entity: Entity,
+    /// The same entity with every ancestor of the closure recorded, so a request slice can be built
+    /// without Cedar recomputing the transitive closure.
+    pub closed: Arc<CoreEntity>,
     /// The entity in Cedar's entity-JSON format, as returned by GET and written to snapshots.
     pub json: Value,
     /// Direct parents, sorted.
@@ -39,9 +43,28 @@ impl StoredEntity {
         self.entity.uid()
     }
 
+    /// Builds a stored entity, recording the closure on its Cedar form.
+    pub fn new(
+        entity: Entity,
+        json: Value,
+        parents: Arc<[EntityUid]>,
+        ancestors: Arc<[EntityUid]>,
+        version: u64,
+    ) -> Self {
+        Self {
+            closed: Arc::new(close(&entity, &ancestors)),
+            entity,
+            json,
+            parents,
+            ancestors,
+            version,
+        }
+    }
+
     /// The same entity with another ancestor closure.
     pub fn with_ancestors(&self, ancestors: Arc<[EntityUid]>) -> Self {
         Self {
+            closed: Arc::new(close(&self.entity, &ancestors)),
             entity: self.entity.clone(),
             json: self.json.clone(),
             parents: self.parents.clone(),
@@ -49,6 +72,18 @@ impl StoredEntity {
             version: self.version,
         }
     }
+}
+
+/// The Cedar entity with every member of `ancestors` recorded (direct parents stay parents).
+pub fn close(entity: &Entity, ancestors: &[EntityUid]) -> CoreEntity {
+    let mut closed: CoreEntity = entity.as_ref().clone();
+    for a in ancestors {
+        let a: &cedar_policy_core::ast::EntityUID = a.as_ref();
+        if !closed.is_child_of(a) {
+            closed.add_indirect_ancestor(a.clone());
+        }
+    }
+    closed
 }
 
 /// An entity parsed and validated, not yet placed in the store (ancestors unknown).

@@ -69,6 +69,102 @@ impl Bucket {
     }
 }
 
+/// A persistent hash map with a fast, randomly seeded hasher (the keys are user-controlled ids, so
+/// the seed is random; SipHash's extra strength is not needed behind that).
+pub type FastMap<K, V> =
+    imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
+
+/// Buckets by key, one map per scope dimension, so look-ups borrow the request's uids instead of
+/// building keys.
+#[derive(Clone, Default)]
+pub struct ScopeIndex {
+    resource: FastMap<EntityUid, Arc<Bucket>>,
+    resource_type: FastMap<EntityTypeName, Arc<Bucket>>,
+    principal: FastMap<EntityUid, Arc<Bucket>>,
+    principal_type: FastMap<EntityTypeName, Arc<Bucket>>,
+    action: FastMap<EntityUid, Arc<Bucket>>,
+    unscoped: Option<Arc<Bucket>>,
+}
+
+impl ScopeIndex {
+    /// The bucket under a key.
+    pub fn get(&self, key: &IndexKey) -> Option<&Arc<Bucket>> {
+        match key {
+            IndexKey::Resource(u) => self.resource.get(u),
+            IndexKey::ResourceType(t) => self.resource_type.get(t),
+            IndexKey::Principal(u) => self.principal.get(u),
+            IndexKey::PrincipalType(t) => self.principal_type.get(t),
+            IndexKey::Action(u) => self.action.get(u),
+            IndexKey::Unscoped => self.unscoped.as_ref(),
+        }
+    }
+
+    /// Sets (or, with `None`, removes) the bucket under a key.
+    pub fn set(&mut self, key: IndexKey, bucket: Option<Arc<Bucket>>) {
+        fn put<K: std::hash::Hash + Eq + Clone>(
+            map: &mut FastMap<K, Arc<Bucket>>,
+            k: K,
+            b: Option<Arc<Bucket>>,
+        ) {
+            match b {
+                Some(b) => {
+                    map.insert(k, b);
+                }
+                None => {
+                    map.remove(&k);
+                }
+            }
+        }
+        match key {
+            IndexKey::Resource(u) => put(&mut self.resource, u, bucket),
+            IndexKey::ResourceType(t) => put(&mut self.resource_type, t, bucket),
+            IndexKey::Principal(u) => put(&mut self.principal, u, bucket),
+            IndexKey::PrincipalType(t) => put(&mut self.principal_type, t, bucket),
+            IndexKey::Action(u) => put(&mut self.action, u, bucket),
+            IndexKey::Unscoped => self.unscoped = bucket,
+        }
+    }
+
+    /// The buckets a request could match, de-duplicated: a handful of hash look-ups on borrowed uids,
+    /// skipping dimensions no policy is filed under.
+    pub fn candidates<'a>(
+        &'a self,
+        principal: (&EntityUid, &[EntityUid]),
+        action: (&EntityUid, &[EntityUid]),
+        resource: (&EntityUid, &[EntityUid]),
+    ) -> Vec<&'a Arc<Bucket>> {
+        let mut out: Vec<&'a Arc<Bucket>> = Vec::with_capacity(4);
+        let mut push = |b: Option<&'a Arc<Bucket>>| {
+            if let Some(b) = b {
+                if !out.iter().any(|x| Arc::ptr_eq(x, b)) {
+                    out.push(b);
+                }
+            }
+        };
+        for (map, (uid, ancestors)) in [
+            (&self.resource, resource),
+            (&self.principal, principal),
+            (&self.action, action),
+        ] {
+            if map.is_empty() {
+                continue;
+            }
+            push(map.get(uid));
+            for a in ancestors {
+                push(map.get(a));
+            }
+        }
+        if !self.resource_type.is_empty() {
+            push(self.resource_type.get(resource.0.type_name()));
+        }
+        if !self.principal_type.is_empty() {
+            push(self.principal_type.get(principal.0.type_name()));
+        }
+        push(self.unscoped.as_ref());
+        out
+    }
+}
+
 /// The keys a policy is filed under (more than one only for `action in [A, B]`).
 pub fn keys_of(policy: &StoredPolicy) -> Vec<IndexKey> {
     match policy.policy.resource_constraint() {

@@ -89,15 +89,21 @@ impl Snapshot {
                 entities.push((e, *v));
             }
         }
-        Snapshot::restore(
-            p.version,
-            policies,
-            p.policies_version,
-            schema,
-            p.schema_version,
-            entities,
-            p.entities_version,
-            p.idempotency.clone(),
-        )
+        let mut s = Snapshot::empty();
+        // Each policy keeps the version it was written at; the set's version is restored here.
+        s.replace_policies(policies, p.policies_version);
+        s.schema = schema.map(std::sync::Arc::new);
+        s.schema_version = p.schema_version;
+        // Upserts in any order give the same closures: a parent arriving later propagates down.
+        for (e, v) in entities {
+            s.upsert_entity(e, v)?;
+        }
+        s.entities_version = p.entities_version;
+        for (key, v, t) in &p.idempotency {
+            s.idempotency.insert(key.clone(), *v);
+            s.idempotency_by_time.insert((*t, key.clone()), ());
+        }
+        s.version = p.version;
+        Ok(s)
     }
 }

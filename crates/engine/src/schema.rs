@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cedar_policy::Entity;
 use cedar_policy::EntityUid;
 use cedar_policy::Schema;
 use cedar_policy::Validator;
+use cedar_policy_core::ast::Entity as CoreEntity;
 
 use crate::error::EngineError;
 use crate::error::ErrorCode;
@@ -25,7 +25,7 @@ pub struct StoredSchema {
     /// A validator built once for policy writes.
     pub validator: Validator,
     /// Action entities declared by the schema, with their ancestor closure (action groups).
-    pub actions: HashMap<EntityUid, (Entity, Arc<[EntityUid]>)>,
+    pub actions: HashMap<EntityUid, (Arc<CoreEntity>, Arc<[EntityUid]>)>,
     /// The log index that last wrote the schema.
     pub version: u64,
 }
@@ -77,7 +77,7 @@ pub fn parse_schema(text: &str, json: bool, version: u64) -> Result<StoredSchema
             .map(|it| it.cloned().collect())
             .unwrap_or_default();
         ancestors.sort();
-        actions.insert(uid, (entity.clone(), ancestors.into()));
+        actions.insert(uid, (Arc::new(entity.as_ref().clone()), ancestors.into()));
     }
     Ok(StoredSchema {
         text: text.to_string(),

@@ -28,7 +28,9 @@ use crate::error::ErrorCode;
 use crate::ids::check_policy_id;
 use crate::index::keys_of;
 use crate::index::Bucket;
+use crate::index::FastMap;
 use crate::index::IndexKey;
+use crate::index::ScopeIndex;
 use crate::policy::parse_map;
 use crate::policy::parse_one;
 use crate::policy::parse_set;
@@ -47,12 +49,12 @@ pub struct Snapshot {
     pub(crate) version: u64,
     pub(crate) policies: OrdMap<String, Arc<StoredPolicy>>,
     pub(crate) policies_version: u64,
-    pub(crate) index: HashMap<IndexKey, Arc<Bucket>>,
+    pub(crate) index: ScopeIndex,
     pub(crate) schema: Option<Arc<StoredSchema>>,
     pub(crate) schema_version: u64,
-    pub(crate) entities: HashMap<EntityUid, Arc<StoredEntity>>,
+    pub(crate) entities: FastMap<EntityUid, Arc<StoredEntity>>,
     /// Direct children of each uid that some entity names as a parent: drives closure updates.
-    pub(crate) children: HashMap<EntityUid, OrdSet<EntityUid>>,
+    pub(crate) children: FastMap<EntityUid, OrdSet<EntityUid>>,
     pub(crate) entities_version: u64,
     pub(crate) idempotency: HashMap<String, u64>,
     pub(crate) idempotency_by_time: OrdMap<(u64, String), ()>,
@@ -314,8 +316,8 @@ impl Snapshot {
             Command::ReplaceEntities { json } => {
                 let value = parse_json(json)?;
                 let parsed = parse_entities(&value, self.schema.as_ref().map(|s| &s.schema))?;
-                self.entities = HashMap::new();
-                self.children = HashMap::new();
+                self.entities = FastMap::default();
+                self.children = FastMap::default();
                 for p in parsed {
                     self.upsert_entity(p, version)?;
                 }
@@ -346,7 +348,7 @@ impl Snapshot {
                 .unwrap_or_default();
             let pos = list.partition_point(|p| p.id < policy.id);
             list.insert(pos, policy.clone());
-            self.index.insert(key, Arc::new(Bucket::new(list)));
+            self.index.set(key, Some(Arc::new(Bucket::new(list))));
         }
     }
 
@@ -361,15 +363,12 @@ impl Snapshot {
                 .filter(|p| p.id != old.id)
                 .cloned()
                 .collect();
-            if list.is_empty() {
-                self.index.remove(&key);
-            } else {
-                self.index.insert(key, Arc::new(Bucket::new(list)));
-            }
+            let bucket = (!list.is_empty()).then(|| Arc::new(Bucket::new(list)));
+            self.index.set(key, bucket);
         }
     }
 
-    fn replace_policies(&mut self, set: Vec<Arc<StoredPolicy>>, version: u64) {
+    pub(crate) fn replace_policies(&mut self, set: Vec<Arc<StoredPolicy>>, version: u64) {
         let mut groups: BTreeMap<IndexKey, Vec<Arc<StoredPolicy>>> = BTreeMap::new();
         let mut policies = OrdMap::new();
         for p in set {
@@ -378,10 +377,10 @@ impl Snapshot {
             }
             policies.insert(p.id.clone(), p);
         }
-        self.index = groups
-            .into_iter()
-            .map(|(k, v)| (k, Arc::new(Bucket::new(v))))
-            .collect();
+        self.index = ScopeIndex::default();
+        for (k, v) in groups {
+            self.index.set(k, Some(Arc::new(Bucket::new(v))));
+        }
         self.policies = policies;
         self.policies_version = version;
     }
@@ -419,7 +418,11 @@ impl Snapshot {
 
     // ---- entities ----
 
-    fn upsert_entity(&mut self, parsed: ParsedEntity, version: u64) -> Result<(), EngineError> {
+    pub(crate) fn upsert_entity(
+        &mut self,
+        parsed: ParsedEntity,
+        version: u64,
+    ) -> Result<(), EngineError> {
         let uid = parsed.entity.uid();
         let ancestors = self.closure_of(&parsed.parents);
         if ancestors.binary_search(&uid).is_ok() {
@@ -447,13 +450,13 @@ impl Snapshot {
             .unwrap_or(true);
         self.entities.insert(
             uid.clone(),
-            Arc::new(StoredEntity {
-                entity: parsed.entity,
-                json: parsed.json,
-                parents: parsed.parents,
+            Arc::new(StoredEntity::new(
+                parsed.entity,
+                parsed.json,
+                parsed.parents,
                 ancestors,
                 version,
-            }),
+            )),
         );
         if closure_changed {
             self.propagate_from(&uid);
@@ -519,35 +522,6 @@ impl Snapshot {
                 work.extend(kids.iter().cloned());
             }
         }
-    }
-
-    /// Rebuilds this snapshot's derived parts from persisted pieces (used when loading a snapshot
-    /// file): policies are re-parsed, entities re-inserted in an order-independent way.
-    pub(crate) fn restore(
-        version: u64,
-        policies: Vec<Arc<StoredPolicy>>,
-        policies_version: u64,
-        schema: Option<StoredSchema>,
-        schema_version: u64,
-        entities: Vec<(ParsedEntity, u64)>,
-        entities_version: u64,
-        idempotency: Vec<(String, u64, u64)>,
-    ) -> Result<Self, EngineError> {
-        let mut s = Snapshot::empty();
-        // Each policy keeps the version it was written at; only the set's version is restored here.
-        s.replace_policies(policies, policies_version);
-        s.schema = schema.map(Arc::new);
-        s.schema_version = schema_version;
-        for (e, v) in entities {
-            s.upsert_entity(e, v)?;
-        }
-        s.entities_version = entities_version;
-        for (key, v, t) in idempotency {
-            s.idempotency.insert(key.clone(), v);
-            s.idempotency_by_time.insert((t, key), ());
-        }
-        s.version = version;
-        Ok(s)
     }
 }
 

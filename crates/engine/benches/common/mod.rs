@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+/// The same allocator as the `verdict` binary, so the figures are the deployed ones.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use serde_json::Value;
 use verdict_engine::Command;
 use verdict_engine::DecisionInput;

@@ -67,7 +67,13 @@ async fn prepare(
     state: &Shared,
     headers: &HeaderMap,
     raw: Result<Bytes, BytesRejection>,
-) -> Result<(Map<String, Value>, std::sync::Arc<Snapshot>), ApiError> {
+) -> Result<
+    (
+        Map<String, Value>,
+        arc_swap::Guard<std::sync::Arc<Snapshot>>,
+    ),
+    ApiError,
+> {
     let raw = body::bytes(raw, state.config.max_decision_body)?;
     if !body::is_json(headers) {
         return Err(ApiError::bad_request(
@@ -85,7 +91,7 @@ async fn prepare(
     if let Some(min) = body::u64_header(headers, body::MIN_VERSION_HEADER)? {
         state.wait_for_version(min).await?;
     }
-    Ok((obj, state.node.published().load_full()))
+    Ok((obj, state.node.published().load()))
 }
 
 fn evaluate(

@@ -25,12 +25,7 @@ fn million_entities() -> Snapshot {
             "attrs": {"email": format!("u-{u}@example.org"), "level": u % 5},
             "parents": [{"type": "Group", "id": format!("g-{}", u % 1000)}]}));
     }
-    common::apply(
-        &Snapshot::empty(),
-        Command::ReplaceEntities {
-            json: serde_json::Value::Array(all).to_string(),
-        },
-    )
+    common::load_entities(&Snapshot::empty(), serde_json::Value::Array(all))
 }
 
 fn bench(c: &mut Criterion) {

@@ -31,6 +31,7 @@ use crate::error::ErrorCode;
 use crate::ids::truncate;
 use crate::policy::StoredPolicy;
 use crate::snapshot::Snapshot;
+use crate::value::restricted;
 
 /// One decision request, already mapped to Cedar.
 #[derive(Debug, Clone)]
@@ -431,26 +432,6 @@ fn context(map: &Map<String, Value>) -> Result<Context, EngineError> {
         }
     };
     result.map_err(|e| EngineError::new(ErrorCode::InvalidRequest, format!("`context`: {e}")))
-}
-
-fn restricted(v: &Value) -> Option<RestrictedExpression> {
-    match v {
-        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
-        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
-        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
-        Value::Array(items) => items
-            .iter()
-            .map(restricted)
-            .collect::<Option<Vec<_>>>()
-            .map(RestrictedExpression::new_set),
-        Value::Object(m) if m.contains_key("__entity") || m.contains_key("__extn") => None,
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| restricted(v).map(|e| (k.clone(), e)))
-            .collect::<Option<Vec<_>>>()
-            .and_then(|pairs| RestrictedExpression::new_record(pairs).ok()),
-        Value::Null => None,
-    }
 }
 
 fn authorizer() -> &'static Authorizer {

@@ -137,11 +137,90 @@ pub fn parse_entities(
     Ok(out)
 }
 
+/// The common case without Cedar's JSON parser: no schema, `uid` and parents as `{"type", "id"}`,
+/// attributes and tags of plain values. `None` means "use Cedar's parser" (which also reports errors).
+fn parse_plain(item: &Value, schema: Option<&Schema>) -> Option<ParsedEntity> {
+    if schema.is_some() {
+        return None;
+    }
+    let obj = item.as_object()?;
+    if obj
+        .keys()
+        .any(|k| !matches!(k.as_str(), "uid" | "attrs" | "parents" | "tags"))
+    {
+        return None;
+    }
+    let plain_uid = |v: &Value| -> Option<EntityUid> {
+        let o = v.as_object()?;
+        if o.len() != 2 {
+            return None;
+        }
+        let t = o.get("type")?.as_str()?;
+        let id = o.get("id")?.as_str()?;
+        check_entity_id(id).ok()?;
+        Some(EntityUid::from_type_name_and_id(
+            crate::value::type_name(t)?,
+            cedar_policy::EntityId::new(id),
+        ))
+    };
+    let plain_map =
+        |v: Option<&Value>| -> Option<Vec<(String, cedar_policy::RestrictedExpression)>> {
+            match v {
+                None => Some(Vec::new()),
+                Some(Value::Object(m)) => m
+                    .iter()
+                    .map(|(k, v)| crate::value::restricted(v).map(|e| (k.clone(), e)))
+                    .collect(),
+                Some(_) => None,
+            }
+        };
+    let uid = plain_uid(obj.get("uid")?)?;
+    let parents: BTreeSet<EntityUid> = match obj.get("parents") {
+        None => BTreeSet::new(),
+        Some(Value::Array(ps)) => ps.iter().map(plain_uid).collect::<Option<_>>()?,
+        Some(_) => return None,
+    };
+    let attrs = plain_map(obj.get("attrs"))?;
+    let tags = plain_map(obj.get("tags"))?;
+    let entity = Entity::new_with_tags(uid, attrs, parents.iter().cloned(), tags).ok()?;
+    let mut json = serde_json::Map::new();
+    json.insert("uid".into(), obj.get("uid")?.clone());
+    json.insert(
+        "attrs".into(),
+        obj.get("attrs")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Default::default())),
+    );
+    json.insert("parents".into(), parents_json(&parents));
+    if let Some(tags) = obj.get("tags") {
+        json.insert("tags".into(), tags.clone());
+    }
+    Some(ParsedEntity {
+        entity,
+        json: Value::Object(json),
+        parents: parents.into_iter().collect::<Vec<_>>().into(),
+    })
+}
+
+fn parents_json(parents: &BTreeSet<EntityUid>) -> Value {
+    Value::Array(
+        parents
+            .iter()
+            .map(|p| serde_json::json!({"type": p.type_name().to_string(), "id": p.id().unescaped()}))
+            .collect(),
+    )
+}
+
 fn parse_entity(
     index: usize,
     item: &Value,
     schema: Option<&Schema>,
 ) -> Result<ParsedEntity, EngineError> {
+    if let Some(parsed) = parse_plain(item, schema) {
+        if parsed.entity.uid().type_name().basename() != "Action" || schema.is_none() {
+            return Ok(parsed);
+        }
+    }
     let entity = Entity::from_json_value(item.clone(), schema).map_err(|e| {
         let mut detail = format!("entity #{index}: {e}");
         if let Some(help) = miette::Diagnostic::help(&e) {
@@ -181,12 +260,7 @@ fn parse_entity(
     // Cedar writes parents from a hash set; sort them so the stored form (and snapshot files) does
     // not depend on hashing.
     if let Some(slot) = json.get_mut("parents") {
-        *slot = Value::Array(
-            parents
-                .iter()
-                .map(|p| serde_json::json!({"type": p.type_name().to_string(), "id": p.id().unescaped()}))
-                .collect(),
-        );
+        *slot = parents_json(&parents);
     }
     Ok(ParsedEntity {
         entity,

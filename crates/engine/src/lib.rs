@@ -9,6 +9,7 @@
 //! - [`policy`], [`entity`], [`schema`]: parsed, stored forms of the three kinds of data.
 //! - [`persist`]: the versioned, self-describing encoding of a snapshot for snapshot files.
 //! - [`error`], [`ids`]: user-facing errors with stable codes; id syntax.
+//! - [`value`]: plain JSON → Cedar values without Cedar's slower JSON parser.
 //!
 //! Nothing here does I/O, takes a lock or reads a clock: the cluster crate calls `apply` for each
 //! committed entry and publishes the result; the server calls `decide` on the published snapshot.
@@ -28,6 +29,7 @@ pub mod persist;
 pub mod policy;
 pub mod schema;
 pub mod snapshot;
+pub mod value;
 
 pub use command::Command;
 pub use command::Outcome;

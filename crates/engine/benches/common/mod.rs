@@ -31,6 +31,23 @@ pub fn apply(snap: &Snapshot, command: Command) -> Snapshot {
     next
 }
 
+/// Upserts entities in writes of at most 50,000, as a client must (the per-write cap is 100,000).
+pub fn load_entities(snap: &Snapshot, entities: Value) -> Snapshot {
+    let Value::Array(all) = entities else {
+        panic!("entities must be an array")
+    };
+    let mut snap = snap.clone();
+    for chunk in all.chunks(50_000) {
+        snap = apply(
+            &snap,
+            Command::UpsertEntities {
+                json: Value::Array(chunk.to_vec()).to_string(),
+            },
+        );
+    }
+    snap
+}
+
 pub fn input(request: &Value) -> DecisionInput {
     DecisionInput::from_authzen(
         request.get("subject"),
@@ -55,12 +72,7 @@ pub fn surfconext(policies: usize) -> (Snapshot, Vec<DecisionInput>) {
             cedar: ds.policies_text(),
         },
     );
-    snap = apply(
-        &snap,
-        Command::ReplaceEntities {
-            json: ds.entities().to_string(),
-        },
-    );
+    snap = load_entities(&snap, ds.entities());
     let inputs = ds
         .random_requests(1000, 7)
         .iter()
@@ -79,12 +91,7 @@ pub fn zero_trust(hosts: usize) -> (Snapshot, Vec<DecisionInput>) {
             cedar: zero_trust::POLICIES.to_string(),
         },
     );
-    snap = apply(
-        &snap,
-        Command::ReplaceEntities {
-            json: fleet.entities().to_string(),
-        },
-    );
+    snap = load_entities(&snap, fleet.entities());
     let inputs = fleet
         .random_requests(1000, 7)
         .iter()

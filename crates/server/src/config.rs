@@ -34,6 +34,10 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Shared secret authenticating peer (Raft) RPCs; random when unset (single node).
     pub cluster_secret: Option<String>,
+    /// Most decision and admin requests handled at once; beyond it requests are refused at once with
+    /// `503 overloaded` and `Retry-After` instead of queueing without bound. Health and metrics are
+    /// never limited.
+    pub max_in_flight: usize,
 }
 
 impl Default for Config {
@@ -51,6 +55,7 @@ impl Default for Config {
             min_version_wait_ms: 2000,
             snapshot_every: 10_000,
             cluster_secret: None,
+            max_in_flight: 4096,
         }
     }
 }

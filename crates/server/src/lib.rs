@@ -75,8 +75,31 @@ async fn method_not_allowed(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Refuses a request at once when `max_in_flight` are already being handled (bounded work, no queue).
+async fn limit_in_flight(
+    axum::extract::State(permits): axum::extract::State<Arc<tokio::sync::Semaphore>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match permits.try_acquire_owned() {
+        Ok(permit) => {
+            let resp = next.run(req).await;
+            drop(permit);
+            resp
+        }
+        Err(_) => ApiError::unavailable(
+            "overloaded",
+            "this node is handling its maximum number of requests (`max_in_flight`); retry shortly or spread load over more nodes",
+        )
+        .into_response(),
+    }
+}
+
 /// The public API router.
 pub fn api_router(state: Shared) -> Router {
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        state.config.max_in_flight.max(1),
+    ));
     let decisions = Router::new()
         .route("/access/v1/evaluation", post(decide::evaluation))
         .route("/access/v1/evaluations", post(decide::evaluations))
@@ -107,6 +130,12 @@ pub fn api_router(state: Shared) -> Router {
         .route("/v1/entities/{type}/{id}", get(admin::get_entity))
         .route("/v1/cluster", get(health::cluster))
         .layer(DefaultBodyLimit::max(state.config.max_admin_body));
+    let limited = decisions
+        .merge(admin)
+        .route_layer(axum::middleware::from_fn_with_state(
+            permits,
+            limit_in_flight,
+        ));
     Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
@@ -115,8 +144,7 @@ pub fn api_router(state: Shared) -> Router {
             "/.well-known/authzen-configuration",
             get(decide::well_known),
         )
-        .merge(decisions)
-        .merge(admin)
+        .merge(limited)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn(echo_request_id))

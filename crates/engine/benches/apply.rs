@@ -58,23 +58,33 @@ fn bench(c: &mut Criterion) {
 
     let snap = million_entities();
     assert_eq!(snap.entity_count(), 1_000_000);
-    let upserts: Vec<_> = (0..64)
-        .map(|i| {
-            let e = json!([{"uid": {"type": "User", "id": format!("u-{}", i * 7919)},
-                "attrs": {"email": format!("new-{i}@example.org"), "level": i % 5},
-                "parents": [{"type": "Group", "id": format!("g-{}", i % 1000)}]}]);
-            common::write(Command::UpsertEntities {
-                json: e.to_string(),
-            })
+    // Two kinds of upsert: new attributes for an existing user (the common case: a host's facts or a
+    // user's attributes change), and the same user moving to another group (the reverse child index
+    // of two 1,000-member groups changes too).
+    let upsert = |i: usize, group: usize| {
+        let e = json!([{"uid": {"type": "User", "id": format!("u-{}", i * 7919)},
+            "attrs": {"email": format!("new-{i}@example.org"), "level": i % 5},
+            "parents": [{"type": "Group", "id": format!("g-{group}")}]}]);
+        common::write(Command::UpsertEntities {
+            json: e.to_string(),
         })
+    };
+    let same_group: Vec<_> = (0..64).map(|i| upsert(i, (i * 7919) % 1000)).collect();
+    let new_group: Vec<_> = (0..64)
+        .map(|i| upsert(i, ((i * 7919) + 1) % 1000))
         .collect();
-    let mut n = 0usize;
-    group.bench_function("entity_upsert_with_1m_entities", |b| {
-        b.iter(|| {
-            n += 1;
-            black_box(snap.apply(snap.version() + 1, black_box(&upserts[n % upserts.len()])))
-        })
-    });
+    for (name, upserts) in [
+        ("entity_upsert_with_1m_entities", &same_group),
+        ("entity_upsert_moving_group_with_1m_entities", &new_group),
+    ] {
+        let mut n = 0usize;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                black_box(snap.apply(snap.version() + 1, black_box(&upserts[n % upserts.len()])))
+            })
+        });
+    }
     group.finish();
 }
 

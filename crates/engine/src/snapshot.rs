@@ -14,7 +14,6 @@ use cedar_policy::PolicySet;
 use cedar_policy::ValidationMode;
 use imbl::HashMap;
 use imbl::OrdMap;
-use imbl::OrdSet;
 
 use crate::command::Command;
 use crate::command::Outcome;
@@ -38,6 +37,10 @@ use crate::policy::StoredPolicy;
 use crate::schema::parse_schema;
 use crate::schema::StoredSchema;
 
+/// The children of one parent: a persistent hash set whose keys clone with one reference count, so
+/// adding a member to a large group copies little.
+pub(crate) type ChildSet = FastMap<Arc<EntityUid>, ()>;
+
 /// How long an idempotency key is remembered, by the leader's stamped time.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 /// Most idempotency keys remembered; the oldest are forgotten first.
@@ -54,7 +57,7 @@ pub struct Snapshot {
     pub(crate) schema_version: u64,
     pub(crate) entities: FastMap<EntityUid, Arc<StoredEntity>>,
     /// Direct children of each uid that some entity names as a parent: drives closure updates.
-    pub(crate) children: FastMap<EntityUid, OrdSet<EntityUid>>,
+    pub(crate) children: FastMap<EntityUid, ChildSet>,
     pub(crate) entities_version: u64,
     pub(crate) idempotency: HashMap<String, u64>,
     pub(crate) idempotency_by_time: OrdMap<(u64, String), ()>,
@@ -432,17 +435,20 @@ impl Snapshot {
             ));
         }
         let old = self.entities.get(&uid).cloned();
-        if let Some(old) = &old {
-            for p in old.parents.iter() {
-                if parsed.parents.binary_search(p).is_err() {
-                    self.remove_child(p, &uid);
-                }
+        let old_parents: &[EntityUid] = old.as_ref().map(|o| &o.parents[..]).unwrap_or(&[]);
+        for p in old_parents {
+            if parsed.parents.binary_search(p).is_err() {
+                self.remove_child(p, &uid);
             }
         }
+        // Only parents that are new to this entity change the reverse index.
+        let child = Arc::new(uid.clone());
         for p in parsed.parents.iter() {
-            let mut set = self.children.get(p).cloned().unwrap_or_default();
-            set.insert(uid.clone());
-            self.children.insert(p.clone(), set);
+            if old_parents.binary_search(p).is_err() {
+                let mut set = self.children.get(p).cloned().unwrap_or_default();
+                set.insert(child.clone(), ());
+                self.children.insert(p.clone(), set);
+            }
         }
         let closure_changed = old
             .as_ref()
@@ -506,7 +512,7 @@ impl Snapshot {
         let mut work: VecDeque<EntityUid> = self
             .children
             .get(root)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.keys().map(|k| (**k).clone()).collect())
             .unwrap_or_default();
         while let Some(uid) = work.pop_front() {
             let Some(stored) = self.entities.get(&uid).cloned() else {
@@ -519,7 +525,7 @@ impl Snapshot {
             self.entities
                 .insert(uid.clone(), Arc::new(stored.with_ancestors(ancestors)));
             if let Some(kids) = self.children.get(&uid) {
-                work.extend(kids.iter().cloned());
+                work.extend(kids.keys().map(|k| (**k).clone()));
             }
         }
     }

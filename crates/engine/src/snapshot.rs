@@ -55,9 +55,10 @@ pub struct Snapshot {
     pub(crate) index: ScopeIndex,
     pub(crate) schema: Option<Arc<StoredSchema>>,
     pub(crate) schema_version: u64,
-    pub(crate) entities: FastMap<EntityUid, Arc<StoredEntity>>,
+    /// Keys are shared (`Arc`) so path copies in this large map clone one reference count per key.
+    pub(crate) entities: FastMap<Arc<EntityUid>, Arc<StoredEntity>>,
     /// Direct children of each uid that some entity names as a parent: drives closure updates.
-    pub(crate) children: FastMap<EntityUid, ChildSet>,
+    pub(crate) children: FastMap<Arc<EntityUid>, ChildSet>,
     pub(crate) entities_version: u64,
     pub(crate) idempotency: HashMap<String, u64>,
     pub(crate) idempotency_by_time: OrdMap<(u64, String), ()>,
@@ -447,7 +448,7 @@ impl Snapshot {
             if old_parents.binary_search(p).is_err() {
                 let mut set = self.children.get(p).cloned().unwrap_or_default();
                 set.insert(child.clone(), ());
-                self.children.insert(p.clone(), set);
+                self.children.insert(Arc::new(p.clone()), set);
             }
         }
         let closure_changed = old
@@ -455,7 +456,7 @@ impl Snapshot {
             .map(|o| o.ancestors != ancestors)
             .unwrap_or(true);
         self.entities.insert(
-            uid.clone(),
+            child,
             Arc::new(StoredEntity::new(
                 parsed.entity,
                 parsed.json,
@@ -488,7 +489,7 @@ impl Snapshot {
             if set.is_empty() {
                 self.children.remove(parent);
             } else {
-                self.children.insert(parent.clone(), set);
+                self.children.insert(Arc::new(parent.clone()), set);
             }
         }
     }
@@ -522,8 +523,10 @@ impl Snapshot {
             if ancestors == stored.ancestors {
                 continue;
             }
-            self.entities
-                .insert(uid.clone(), Arc::new(stored.with_ancestors(ancestors)));
+            self.entities.insert(
+                Arc::new(uid.clone()),
+                Arc::new(stored.with_ancestors(ancestors)),
+            );
             if let Some(kids) = self.children.get(&uid) {
                 work.extend(kids.keys().map(|k| (**k).clone()));
             }

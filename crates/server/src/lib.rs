@@ -250,3 +250,59 @@ pub async fn run(
 pub fn header_value(v: u64) -> Option<HeaderValue> {
     HeaderValue::from_str(&v.to_string()).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request as HttpRequest;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use axum::Router;
+    use tokio::sync::Notify;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn requests_beyond_max_in_flight_are_refused_with_overloaded() {
+        let release = Arc::new(Notify::new());
+        let entered = Arc::new(Notify::new());
+        let (r, e) = (release.clone(), entered.clone());
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(move || {
+                    let (r, e) = (r.clone(), e.clone());
+                    async move {
+                        e.notify_one();
+                        r.notified().await;
+                        "done"
+                    }
+                }),
+            )
+            .route_layer(axum::middleware::from_fn_with_state(
+                permits,
+                super::limit_in_flight,
+            ));
+        let first = tokio::spawn(
+            app.clone()
+                .oneshot(HttpRequest::get("/slow").body(Body::empty()).unwrap()),
+        );
+        entered.notified().await;
+        let second = app
+            .clone()
+            .oneshot(HttpRequest::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(second.headers()["retry-after"], "1");
+        let body = axum::body::to_bytes(second.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "overloaded");
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+}

@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 
 use cedar_policy::Authorizer;
 use cedar_policy::Context;
-use cedar_policy::Decision as CedarDecision;
 use cedar_policy::Effect;
 use cedar_policy::Entities;
 use cedar_policy::Entity;
@@ -437,9 +436,4 @@ fn context(map: &Map<String, Value>) -> Result<Context, EngineError> {
 fn authorizer() -> &'static Authorizer {
     static AUTHORIZER: OnceLock<Authorizer> = OnceLock::new();
     AUTHORIZER.get_or_init(Authorizer::new)
-}
-
-/// Whether a Cedar response allowed (exposed for tests comparing with a full evaluation).
-pub fn cedar_allows(d: CedarDecision) -> bool {
-    d == CedarDecision::Allow
 }

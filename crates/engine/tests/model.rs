@@ -170,7 +170,7 @@ proptest! {
             snap = next;
 
             // Closures match the brute-force model.
-            for (id, _) in &entities {
+            for id in entities.keys() {
                 let stored = snap.entity(&uid(*id)).expect("stored");
                 let got: BTreeSet<EntityUid> = stored.ancestors.iter().cloned().collect();
                 let want: BTreeSet<EntityUid> = model_closure(&entities, *id).into_iter().map(uid).collect();

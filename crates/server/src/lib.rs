@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::Request;
-use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
@@ -244,11 +243,6 @@ pub async fn run(
     a?;
     p?;
     Ok(())
-}
-
-/// Used by tests and the CLI to build a header value.
-pub fn header_value(v: u64) -> Option<HeaderValue> {
-    HeaderValue::from_str(&v.to_string()).ok()
 }
 
 #[cfg(test)]

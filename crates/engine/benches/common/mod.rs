@@ -58,6 +58,20 @@ pub fn input(request: &Value) -> DecisionInput {
     .unwrap()
 }
 
+/// A snapshot holding `policies` and `entities`, and the decision inputs of `samples`.
+fn build(
+    policies: String,
+    entities: Value,
+    samples: &[verdict_fixtures::Sample],
+) -> (Snapshot, Vec<DecisionInput>) {
+    let snap = apply(
+        &Snapshot::empty(),
+        Command::ReplacePoliciesText { cedar: policies },
+    );
+    let snap = load_entities(&snap, entities);
+    (snap, samples.iter().map(|s| input(&s.request)).collect())
+}
+
 /// A SURFconext data set with `policies` policies, its entities, and 1,000 random login requests.
 pub fn surfconext(policies: usize) -> (Snapshot, Vec<DecisionInput>) {
     let ds = surfconext::Dataset::new(
@@ -65,37 +79,19 @@ pub fn surfconext(policies: usize) -> (Snapshot, Vec<DecisionInput>) {
         surfconext::DEFAULT_USERS,
         surfconext::DEFAULT_GROUPS,
     );
-    let mut snap = Snapshot::empty();
-    snap = apply(
-        &snap,
-        Command::ReplacePoliciesText {
-            cedar: ds.policies_text(),
-        },
-    );
-    snap = load_entities(&snap, ds.entities());
-    let inputs = ds
-        .random_requests(1000, 7)
-        .iter()
-        .map(|s| input(&s.request))
-        .collect();
-    (snap, inputs)
+    build(
+        ds.policies_text(),
+        ds.entities(),
+        &ds.random_requests(1000, 7),
+    )
 }
 
 /// The zero-trust fleet with `hosts` hosts and 1,000 random login requests.
 pub fn zero_trust(hosts: usize) -> (Snapshot, Vec<DecisionInput>) {
     let fleet = zero_trust::Fleet::new(hosts);
-    let mut snap = Snapshot::empty();
-    snap = apply(
-        &snap,
-        Command::ReplacePoliciesText {
-            cedar: zero_trust::POLICIES.to_string(),
-        },
-    );
-    snap = load_entities(&snap, fleet.entities());
-    let inputs = fleet
-        .random_requests(1000, 7)
-        .iter()
-        .map(|s| input(&s.request))
-        .collect();
-    (snap, inputs)
+    build(
+        zero_trust::POLICIES.to_string(),
+        fleet.entities(),
+        &fleet.random_requests(1000, 7),
+    )
 }

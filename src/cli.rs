@@ -91,6 +91,17 @@ pub struct ServeArgs {
     /// Address other nodes use for this node's peer listener (default: --peer-listen).
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise_peer: Option<String>,
+    /// Static bootstrap of a multi-node cluster: `1=API/PEER,2=API/PEER,3=API/PEER`.
+    #[arg(long, value_name = "ID=API/PEER,…")]
+    pub initial_cluster: Option<String>,
+    /// Shared secret authenticating Raft RPCs between nodes (required with more than one member).
+    #[arg(
+        long,
+        env = "VERDICT_CLUSTER_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub cluster_secret: Option<String>,
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -49,6 +49,12 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(v) = &args.advertise_peer {
         c.advertise_peer = Some(v.clone());
     }
+    if let Some(v) = &args.initial_cluster {
+        c.initial_cluster = Some(v.clone());
+    }
+    if let Some(v) = &args.cluster_secret {
+        c.cluster_secret = Some(v.clone());
+    }
     Ok(c)
 }
 

@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod batch;
+mod cluster;
 mod durability;
 mod examples;
 mod harness;

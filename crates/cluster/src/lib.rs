@@ -21,6 +21,7 @@ pub mod node;
 pub mod state_machine;
 pub mod types;
 
+pub use node::Bootstrap;
 pub use node::Node;
 pub use node::NodeOptions;
 pub use node::Status;

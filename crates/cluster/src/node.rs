@@ -34,10 +34,21 @@ pub struct NodeOptions {
     pub info: NodeInfo,
     /// Shared secret for peer RPCs.
     pub cluster_secret: String,
-    /// Initialise a one-member cluster on first start (single-node mode).
-    pub bootstrap_single: bool,
+    /// Who initialises the cluster on first start.
+    pub bootstrap: Bootstrap,
     /// Build a snapshot after this many applied entries.
     pub snapshot_every: u64,
+}
+
+/// How a new cluster comes into being.
+#[derive(Debug, Clone)]
+pub enum Bootstrap {
+    /// A one-member cluster of this node (single-node mode).
+    Single,
+    /// A fixed member list; only the lowest id initialises it, so `initialize` runs on exactly one node.
+    Static(BTreeMap<NodeId, NodeInfo>),
+    /// Never initialise (a node that will be added to an existing cluster).
+    Join,
 }
 
 /// Why a write did not commit.
@@ -126,18 +137,27 @@ impl Node {
         let raft = Raft::new(opts.node_id, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        if opts.bootstrap_single
-            && !raft
+        let members = match &opts.bootstrap {
+            Bootstrap::Single => Some(BTreeMap::from([(opts.node_id, opts.info.clone())])),
+            Bootstrap::Static(m) if m.keys().next() == Some(&opts.node_id) => Some(m.clone()),
+            Bootstrap::Static(_) | Bootstrap::Join => None,
+        };
+        if let Some(members) = members {
+            let initialized = raft
                 .is_initialized()
                 .await
-                .map_err(|e| StartError::Raft(e.to_string()))?
-        {
-            let mut members = BTreeMap::new();
-            members.insert(opts.node_id, opts.info.clone());
-            raft.initialize(members)
-                .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
-            tracing::info!(node_id = opts.node_id, "initialised a one-member cluster");
+            if !initialized {
+                let count = members.len();
+                raft.initialize(members)
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+                tracing::info!(
+                    node_id = opts.node_id,
+                    members = count,
+                    "initialised the cluster"
+                );
+            }
         }
         Ok(Self {
             raft,

@@ -38,6 +38,10 @@ pub struct Config {
     /// `503 overloaded` and `Retry-After` instead of queueing without bound. Health and metrics are
     /// never limited.
     pub max_in_flight: usize,
+    /// Static bootstrap of a multi-node cluster: `1=API1/PEER1,2=API2/PEER2,…` (every member's id,
+    /// API address and peer address). Exactly one node, the lowest id, initialises the cluster on
+    /// first start; the others wait to be contacted. Unset: a one-member cluster of this node.
+    pub initial_cluster: Option<String>,
 }
 
 impl Default for Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             snapshot_every: 10_000,
             cluster_secret: None,
             max_in_flight: 4096,
+            initial_cluster: None,
         }
     }
 }
@@ -83,6 +88,31 @@ impl Config {
     }
 }
 
+/// Parses `1=API/PEER,2=API/PEER,…` into `(id, api, peer)` triples, sorted by id.
+pub fn parse_initial_cluster(spec: &str) -> anyhow::Result<Vec<(u64, String, String)>> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addrs) = part.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("`{part}` in --initial-cluster: expected ID=API_ADDR/PEER_ADDR")
+        })?;
+        let id: u64 = id.trim().parse().map_err(|_| {
+            anyhow::anyhow!("`{part}` in --initial-cluster: the node id must be a positive integer")
+        })?;
+        let (api, peer) = addrs.split_once('/').ok_or_else(|| {
+            anyhow::anyhow!("`{part}` in --initial-cluster: expected ID=API_ADDR/PEER_ADDR")
+        })?;
+        if out.iter().any(|(i, _, _)| *i == id) {
+            anyhow::bail!("node id {id} appears twice in --initial-cluster");
+        }
+        out.push((id, api.trim().to_string(), peer.trim().to_string()));
+    }
+    if out.is_empty() {
+        anyhow::bail!("--initial-cluster names no members");
+    }
+    out.sort();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +124,15 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.peer_listen.port(), 8081);
         assert!(Config::from_toml_str("no_such_field = 1").is_err());
+    }
+
+    #[test]
+    fn parses_an_initial_cluster() {
+        let m = parse_initial_cluster("2=h2:80/h2:81, 1=h1:80/h1:81").unwrap();
+        assert_eq!(m[0], (1, "h1:80".into(), "h1:81".into()));
+        assert_eq!(m.len(), 2);
+        assert!(parse_initial_cluster("1=a/b,1=c/d").is_err());
+        assert!(parse_initial_cluster("x=a/b").is_err());
+        assert!(parse_initial_cluster("1=a").is_err());
     }
 }

@@ -30,6 +30,7 @@ use axum::routing::post;
 use axum::Router;
 pub use config::Config;
 use tokio::net::TcpListener;
+use verdict_cluster::Bootstrap;
 use verdict_cluster::Node;
 use verdict_cluster::NodeInfo;
 use verdict_cluster::NodeOptions;
@@ -188,12 +189,43 @@ pub async fn run(
             .unwrap_or_else(|| config.peer_listen.to_string()),
     };
     let secret = cluster_secret(&config);
+    let bootstrap = match &config.initial_cluster {
+        None => Bootstrap::Single,
+        Some(spec) => {
+            let members = config::parse_initial_cluster(spec)?;
+            if !members.iter().any(|(id, _, _)| *id == config.node_id) {
+                anyhow::bail!(
+                    "--initial-cluster does not name this node's id {}; add it or pass --node-id",
+                    config.node_id
+                );
+            }
+            if members.len() > 1 && config.cluster_secret.is_none() {
+                anyhow::bail!(
+                    "a multi-node cluster needs a shared --cluster-secret (or VERDICT_CLUSTER_SECRET) on every node"
+                );
+            }
+            Bootstrap::Static(
+                members
+                    .into_iter()
+                    .map(|(id, api_addr, peer_addr)| {
+                        (
+                            id,
+                            NodeInfo {
+                                api_addr,
+                                peer_addr,
+                            },
+                        )
+                    })
+                    .collect(),
+            )
+        }
+    };
     let node = Node::start(NodeOptions {
         node_id: config.node_id,
         data_dir: config.data_dir.clone(),
         info,
         cluster_secret: secret.clone(),
-        bootstrap_single: true,
+        bootstrap,
         snapshot_every: config.snapshot_every,
     })
     .await

@@ -1,6 +1,6 @@
-//! A three-node cluster on loopback, bootstrapped statically: writes on the leader replicate over the
-//! peer transport and every node answers at the written version. (Write forwarding from followers,
-//! membership changes and failure tests belong to the cluster issue.)
+//! A three-node cluster on loopback, bootstrapped statically: a write through any node (followers
+//! forward to the leader) replicates over the peer transport and every node answers at the written
+//! version. (Membership changes and failure tests belong to the cluster issue.)
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -105,6 +105,49 @@ async fn static_three_node_cluster_replicates_writes_to_every_node() {
             assert!(resp.version_header() >= version, "{}", resp.text);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_any_node_is_visible_on_every_node() {
+    let members = start_cluster(3).await;
+    let request = |id: usize| {
+        json!({"subject": {"type": "User", "id": format!("u{id}")}, "action": {"name": "view"},
+               "resource": {"type": "Doc", "id": "d1"}})
+    };
+    for (i, through) in members.iter().enumerate() {
+        let version = through
+            .api
+            .put_policy(
+                &format!("via-{i}"),
+                &format!("permit(principal == User::\"u{i}\", action, resource);"),
+            )
+            .await;
+        for m in &members {
+            let resp = m.api.evaluate_at(&request(i), version).await.ok();
+            assert_eq!(
+                resp.json["decision"],
+                json!(true),
+                "write via node {} then read: {}",
+                i + 1,
+                resp.text
+            );
+        }
+    }
+    // Every node holds all three policies at the same version.
+    let mut lists = Vec::new();
+    for m in &members {
+        let resp = m.api.evaluate_at(&request(0), 0).await.ok();
+        lists.push((
+            m.api.get("/v1/policies").await.ok().json["policies"].clone(),
+            resp.version_header(),
+        ));
+    }
+    assert!(
+        lists
+            .iter()
+            .all(|(p, _)| p.as_array().map(Vec::len) == Some(3)),
+        "{lists:?}"
+    );
 }
 
 async fn cluster_views(members: &[Member]) -> Vec<Value> {

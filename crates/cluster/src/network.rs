@@ -51,6 +51,67 @@ struct SnapshotWire {
     data: Vec<u8>,
 }
 
+/// The answer to a forwarded client write.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardedWrite {
+    /// Committed and applied on the leader: `(version, outcome)`.
+    Done(u64, verdict_engine::Outcome),
+    /// The receiver is not (or no longer) the leader; the leader it knows, if any.
+    NotLeader(Option<(NodeId, NodeInfo)>),
+    /// The receiver could not commit it now.
+    Unavailable(String),
+}
+
+/// Sends client writes a follower received to the leader's peer listener. A separate connection pool
+/// from Raft's own traffic, so a burst of forwarded writes does not delay heartbeats.
+#[derive(Clone)]
+pub struct Forwarder {
+    http: reqwest::Client,
+    secret: String,
+}
+
+impl Forwarder {
+    /// A forwarder with its own pool.
+    pub fn new(secret: String) -> Result<Self, io::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| io::Error::other(format!("forwarding http client: {e}")))?;
+        Ok(Self { http, secret })
+    }
+
+    /// Sends one write to `peer_addr`; the receiver proposes it itself and never forwards again
+    /// (the hop limit is one by construction).
+    pub async fn forward(&self, peer_addr: &str, write: &verdict_engine::Write) -> ForwardedWrite {
+        let body = match encode(write) {
+            Ok(b) => b,
+            Err(e) => return ForwardedWrite::Unavailable(e.to_string()),
+        };
+        let resp = self
+            .http
+            .post(format!("http://{peer_addr}/raft/client-write"))
+            .header(SECRET_HEADER, &self.secret)
+            .body(body)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => return ForwardedWrite::Unavailable(format!("leader answered {}", r.status())),
+            Err(e) => return ForwardedWrite::Unavailable(format!("leader unreachable: {e}")),
+        };
+        match resp
+            .bytes()
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|b| decode::<ForwardedWrite>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(answer) => answer,
+            Err(e) => ForwardedWrite::Unavailable(e),
+        }
+    }
+}
+
 /// Creates a client per target peer.
 #[derive(Clone)]
 pub struct PeerNetwork {
@@ -238,6 +299,22 @@ impl PeerService {
                         .await
                         .map_err(|e| e.to_string()),
                 )
+            }
+            "client-write" => {
+                let mut write: verdict_engine::Write = decode(body)?;
+                // The leader stamps time: the follower's clock never enters the log.
+                write.stamped_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .unwrap_or(0);
+                let answer = match self.raft.client_write(crate::types::Request(write)).await {
+                    Ok(resp) => ForwardedWrite::Done(resp.log_id.index, resp.data.0),
+                    Err(openraft::error::RaftError::APIError(
+                        openraft::error::ClientWriteError::ForwardToLeader(f),
+                    )) => ForwardedWrite::NotLeader(f.leader_id.zip(f.leader_node)),
+                    Err(e) => ForwardedWrite::Unavailable(e.to_string()),
+                };
+                encode(&answer)
             }
             other => Err(io::Error::new(
                 io::ErrorKind::NotFound,

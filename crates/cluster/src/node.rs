@@ -14,6 +14,8 @@ use verdict_engine::Outcome;
 use verdict_engine::Write;
 
 use crate::log_store::LogStore;
+use crate::network::ForwardedWrite;
+use crate::network::Forwarder;
 use crate::network::PeerNetwork;
 use crate::network::PeerService;
 use crate::state_machine::Published;
@@ -105,7 +107,11 @@ pub struct Node {
     raft: Raft,
     published: Arc<Published>,
     id: NodeId,
+    forwarder: Forwarder,
 }
+
+/// How many times a write follows a changing leader before giving up.
+const FORWARD_ATTEMPTS: usize = 3;
 
 impl Node {
     /// Opens storage and starts Raft. In single-node mode, initialises the cluster on first start.
@@ -163,6 +169,7 @@ impl Node {
             raft,
             published,
             id: opts.node_id,
+            forwarder: Forwarder::new(opts.cluster_secret.clone())?,
         })
     }
 
@@ -183,17 +190,57 @@ impl Node {
 
     /// Proposes a write and waits until it is committed (fsynced on a quorum) and applied here.
     /// Returns the entry's log index (its version) and what apply answered.
+    /// On a follower or learner the write is forwarded to the leader's peer listener (bounded
+    /// attempts while the leader changes); the answer is the leader's version, and this node waits
+    /// (bounded) until it has applied that version too, so a client can read its write here at once.
     pub async fn write(&self, write: Write) -> Result<(u64, Outcome), WriteError> {
-        match self.raft.client_write(Request(write)).await {
-            Ok(resp) => Ok((resp.log_id.index, resp.data.0)),
+        let mut leader = match self.raft.client_write(Request(write.clone())).await {
+            Ok(resp) => return Ok((resp.log_id.index, resp.data.0)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
+                f.leader_id.zip(f.leader_node)
             }
-            Err(RaftError::APIError(e)) => Err(WriteError::Unavailable(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(WriteError::Unavailable(e.to_string())),
+            Err(RaftError::APIError(e)) => return Err(WriteError::Unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => return Err(WriteError::Unavailable(e.to_string())),
+        };
+        for attempt in 0..FORWARD_ATTEMPTS {
+            let Some((id, info)) = leader.clone() else {
+                return Err(WriteError::NotLeader { leader: None });
+            };
+            if id == self.id {
+                return Err(WriteError::NotLeader { leader: None });
+            }
+            match self.forwarder.forward(&info.peer_addr, &write).await {
+                ForwardedWrite::Done(version, outcome) => {
+                    let mut rx = self.published.subscribe();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        rx.wait_for(|v| *v >= version),
+                    )
+                    .await;
+                    return Ok((version, outcome));
+                }
+                ForwardedWrite::NotLeader(next) => leader = next,
+                ForwardedWrite::Unavailable(m) if attempt + 1 == FORWARD_ATTEMPTS => {
+                    return Err(WriteError::Unavailable(m))
+                }
+                ForwardedWrite::Unavailable(_) => {
+                    tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1))).await;
+                    leader = self.leader();
+                }
+            }
         }
+        Err(WriteError::NotLeader { leader })
+    }
+
+    /// The leader this node currently knows, with its addresses.
+    fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let status = self.status();
+        let id = status.leader?;
+        status
+            .members
+            .into_iter()
+            .find(|(m, _, _)| *m == id)
+            .map(|(m, info, _)| (m, info))
     }
 
     /// Waits up to `timeout` for this member to know a leader and to have applied everything it

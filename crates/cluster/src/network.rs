@@ -62,6 +62,19 @@ pub enum ForwardedWrite {
     Unavailable(String),
 }
 
+/// One pooled HTTP client for traffic between members; `timeout` bounds a whole request.
+fn peer_http(purpose: &str, timeout: Option<Duration>) -> Result<reqwest::Client, io::Error> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(60));
+    if let Some(t) = timeout {
+        builder = builder.timeout(t);
+    }
+    builder
+        .build()
+        .map_err(|e| io::Error::other(format!("{purpose} http client: {e}")))
+}
+
 /// Sends client writes a follower received to the leader's peer listener. A separate connection pool
 /// from Raft's own traffic, so a burst of forwarded writes does not delay heartbeats.
 #[derive(Clone)]
@@ -73,11 +86,7 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder with its own pool.
     pub fn new(secret: String) -> Result<Self, io::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| io::Error::other(format!("forwarding http client: {e}")))?;
+        let http = peer_http("forwarding", Some(Duration::from_secs(30)))?;
         Ok(Self { http, secret })
     }
 
@@ -122,11 +131,8 @@ pub struct PeerNetwork {
 impl PeerNetwork {
     /// A network with one pooled HTTP client for all peers.
     pub fn new(secret: String) -> Result<Self, io::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| io::Error::other(format!("peer http client: {e}")))?;
+        // Raft RPCs set their own per-call timeouts from openraft's options.
+        let http = peer_http("peer", None)?;
         Ok(Self { http, secret })
     }
 }

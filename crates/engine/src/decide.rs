@@ -5,7 +5,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::OnceLock;
 
-use cedar_policy::Authorizer;
 use cedar_policy::Context;
 use cedar_policy::Effect;
 use cedar_policy::Entities;
@@ -16,9 +15,14 @@ use cedar_policy::EntityUid;
 use cedar_policy::Request;
 use cedar_policy::RestrictedExpression;
 use cedar_policy_core::ast::Entity as CoreEntity;
+use cedar_policy_core::ast::Literal;
+use cedar_policy_core::ast::Policy as CorePolicy;
+use cedar_policy_core::ast::Request as CoreRequest;
+use cedar_policy_core::ast::ValueKind;
 use cedar_policy_core::entities::Entities as CoreEntities;
 use cedar_policy_core::entities::NoEntitiesSchema;
 use cedar_policy_core::entities::TCComputation;
+use cedar_policy_core::evaluator::Evaluator;
 use cedar_policy_core::extensions::Extensions;
 use serde_json::Map;
 use serde_json::Value;
@@ -207,17 +211,18 @@ impl Snapshot {
         let (action_entity, action_ancestors) = self.action(&input.action);
 
         let empty: &[EntityUid] = &[];
-        let buckets = self.index.candidates(
-            (
-                &input.principal,
-                principal.map(|p| &p.ancestors[..]).unwrap_or(empty),
-            ),
-            (&input.action, &action_ancestors),
-            (
-                &input.resource,
-                resource.map(|r| &r.ancestors[..]).unwrap_or(empty),
-            ),
+        let principal_scope = (
+            &input.principal,
+            principal.map(|p| &p.ancestors[..]).unwrap_or(empty),
         );
+        let resource_scope = (
+            &input.resource,
+            resource.map(|r| &r.ancestors[..]).unwrap_or(empty),
+        );
+        let action_scope = (&input.action, &action_ancestors[..]);
+        let buckets = self
+            .index
+            .candidates(principal_scope, action_scope, resource_scope);
         if buckets.is_empty() {
             return Ok(self.no_match());
         }
@@ -236,23 +241,46 @@ impl Snapshot {
         )
         .map_err(|e| EngineError::new(ErrorCode::InvalidRequest, e.to_string()))?;
 
-        let authorizer = authorizer();
+        // One evaluator for all candidates, over conditions built once at apply time: what Cedar's
+        // `Authorizer` does per policy, without its per-call condition rebuild and set walk.
+        let evaluator = Evaluator::new(
+            AsRef::<CoreRequest>::as_ref(&request).clone(),
+            entities.as_ref(),
+            Extensions::all_available(),
+        );
         let mut permits: Vec<&Arc<StoredPolicy>> = Vec::new();
         let mut forbids: Vec<&Arc<StoredPolicy>> = Vec::new();
         let mut errors: Vec<(String, String)> = Vec::new();
         for bucket in &buckets {
-            let response = authorizer.is_authorized(&request, &bucket.set, &entities);
-            for id in response.diagnostics().reason() {
-                if let Some(p) = bucket.get(id.as_ref()) {
-                    match p.effect {
+            for p in &bucket.policies {
+                // The scope is Cedar's first conjunct; when it fails the rest is not evaluated.
+                if !p
+                    .scope
+                    .matches(principal_scope, action_scope, resource_scope)
+                {
+                    continue;
+                }
+                let core: &CorePolicy = p.policy.as_ref();
+                let satisfied = match core.non_scope_constraints() {
+                    None => Ok(true),
+                    Some(body) => match evaluator.interpret(body, core.env()) {
+                        Ok(v) => match v.value_kind() {
+                            ValueKind::Lit(Literal::Bool(b)) => Ok(*b),
+                            other => Err(format!(
+                                "type error: the `when`/`unless` conditions must be a boolean, not {other}"
+                            )),
+                        },
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                match satisfied {
+                    Ok(true) => match p.effect {
                         Effect::Permit => permits.push(p),
                         Effect::Forbid => forbids.push(p),
-                    }
+                    },
+                    Ok(false) => {}
+                    Err(e) => errors.push((p.id.clone(), e)),
                 }
-            }
-            for err in response.diagnostics().errors() {
-                let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = err;
-                errors.push((e.policy_id().to_string(), e.inner().to_string()));
             }
         }
         errors.sort();
@@ -431,9 +459,4 @@ fn context(map: &Map<String, Value>) -> Result<Context, EngineError> {
         }
     };
     result.map_err(|e| EngineError::new(ErrorCode::InvalidRequest, format!("`context`: {e}")))
-}
-
-fn authorizer() -> &'static Authorizer {
-    static AUTHORIZER: OnceLock<Authorizer> = OnceLock::new();
-    AUTHORIZER.get_or_init(Authorizer::new)
 }

@@ -8,15 +8,13 @@
 //! action) and evaluates only the buckets under them. The filter may let through policies that do
 //! not apply (Cedar still checks the whole scope); it never drops one that does.
 //!
-//! Every bucket keeps a pre-built `PolicySet`, so a decision does no set building. Changing one
-//! policy rebuilds only its bucket.
+//! Changing one policy rebuilds only its bucket.
 
 use std::sync::Arc;
 
 use cedar_policy::ActionConstraint;
 use cedar_policy::EntityTypeName;
 use cedar_policy::EntityUid;
-use cedar_policy::PolicySet;
 use cedar_policy::PrincipalConstraint;
 use cedar_policy::ResourceConstraint;
 
@@ -39,33 +37,17 @@ pub enum IndexKey {
     Unscoped,
 }
 
-/// The policies filed under one key, with their pre-built set.
+/// The policies filed under one key.
 #[derive(Debug, Default)]
 pub struct Bucket {
     /// The policies, sorted by id.
     pub policies: Vec<Arc<StoredPolicy>>,
-    /// The same policies as a Cedar set, ready for `is_authorized`.
-    pub set: PolicySet,
 }
 
 impl Bucket {
     /// Builds a bucket from policies sorted by id.
     pub fn new(policies: Vec<Arc<StoredPolicy>>) -> Self {
-        let mut set = PolicySet::new();
-        for p in &policies {
-            // INVARIANT: ids are unique within a bucket because they are unique in the store, so
-            // `add` cannot fail; a failure would mean a corrupted store and is skipped, not panicked.
-            let _ = set.add(p.policy.clone());
-        }
-        Self { policies, set }
-    }
-
-    /// Finds a policy of this bucket by id.
-    pub fn get(&self, id: &str) -> Option<&Arc<StoredPolicy>> {
-        self.policies
-            .binary_search_by(|p| p.id.as_str().cmp(id))
-            .ok()
-            .and_then(|i| self.policies.get(i))
+        Self { policies }
     }
 }
 

@@ -3,10 +3,15 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+use cedar_policy::ActionConstraint;
 use cedar_policy::Effect;
+use cedar_policy::EntityTypeName;
+use cedar_policy::EntityUid;
 use cedar_policy::Policy;
 use cedar_policy::PolicyId;
 use cedar_policy::PolicySet;
+use cedar_policy::PrincipalConstraint;
+use cedar_policy::ResourceConstraint;
 
 use crate::error::EngineError;
 use crate::error::ErrorCode;
@@ -32,6 +37,94 @@ pub struct StoredPolicy {
     pub obligations: Vec<String>,
     /// The log index that last wrote this policy.
     pub version: u64,
+    /// The scope, extracted once so a decision checks it without Cedar's expression tree.
+    pub scope: Scope,
+}
+
+/// A principal or resource scope constraint.
+#[derive(Debug, Clone)]
+pub enum EntityScope {
+    /// No constraint.
+    Any,
+    /// `== E`.
+    Eq(EntityUid),
+    /// `in E`: `E` itself or one of its descendants.
+    In(EntityUid),
+    /// `is T`.
+    Is(EntityTypeName),
+    /// `is T in E`.
+    IsIn(EntityTypeName, EntityUid),
+}
+
+impl EntityScope {
+    /// Whether an entity with these (transitively closed) ancestors satisfies the constraint, with
+    /// Cedar's meaning of `==`, `in` and `is`.
+    pub fn matches(&self, uid: &EntityUid, ancestors: &[EntityUid]) -> bool {
+        let within = |e: &EntityUid| uid == e || ancestors.contains(e);
+        match self {
+            Self::Any => true,
+            Self::Eq(e) => uid == e,
+            Self::In(e) => within(e),
+            Self::Is(t) => uid.type_name() == t,
+            Self::IsIn(t, e) => uid.type_name() == t && within(e),
+        }
+    }
+}
+
+/// The scope of one policy: its principal, action and resource constraints.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The principal constraint.
+    pub principal: EntityScope,
+    /// The action constraint: `None` for any action, else the actions it is `==` or `in`.
+    pub actions: Option<Vec<EntityUid>>,
+    /// The resource constraint.
+    pub resource: EntityScope,
+}
+
+impl Scope {
+    fn of(policy: &Policy) -> Self {
+        let principal = match policy.principal_constraint() {
+            PrincipalConstraint::Any => EntityScope::Any,
+            PrincipalConstraint::Eq(e) => EntityScope::Eq(e),
+            PrincipalConstraint::In(e) => EntityScope::In(e),
+            PrincipalConstraint::Is(t) => EntityScope::Is(t),
+            PrincipalConstraint::IsIn(t, e) => EntityScope::IsIn(t, e),
+        };
+        let resource = match policy.resource_constraint() {
+            ResourceConstraint::Any => EntityScope::Any,
+            ResourceConstraint::Eq(e) => EntityScope::Eq(e),
+            ResourceConstraint::In(e) => EntityScope::In(e),
+            ResourceConstraint::Is(t) => EntityScope::Is(t),
+            ResourceConstraint::IsIn(t, e) => EntityScope::IsIn(t, e),
+        };
+        let actions = match policy.action_constraint() {
+            ActionConstraint::Any => None,
+            ActionConstraint::Eq(a) => Some(vec![a]),
+            ActionConstraint::In(list) => Some(list),
+        };
+        Self {
+            principal,
+            actions,
+            resource,
+        }
+    }
+
+    /// Whether a request with these entities (and their ancestors) is in scope.
+    pub fn matches(
+        &self,
+        principal: (&EntityUid, &[EntityUid]),
+        action: (&EntityUid, &[EntityUid]),
+        resource: (&EntityUid, &[EntityUid]),
+    ) -> bool {
+        let action_ok = match &self.actions {
+            None => true,
+            Some(list) => list.iter().any(|a| a == action.0 || action.1.contains(a)),
+        };
+        action_ok
+            && self.resource.matches(resource.0, resource.1)
+            && self.principal.matches(principal.0, principal.1)
+    }
 }
 
 impl StoredPolicy {
@@ -51,6 +144,7 @@ impl StoredPolicy {
         obligations.sort();
         Self {
             effect: policy.effect(),
+            scope: Scope::of(&policy),
             id,
             text,
             policy,

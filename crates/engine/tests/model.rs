@@ -47,6 +47,7 @@ fn scope_principal() -> impl Strategy<Value = String> {
         (0..N).prop_map(|i| format!("principal == E::\"{i}\"")),
         (0..N).prop_map(|i| format!("principal in E::\"{i}\"")),
         Just("principal is E".to_string()),
+        Just("principal is F".to_string()),
     ]
 }
 
@@ -56,6 +57,8 @@ fn scope_resource() -> impl Strategy<Value = String> {
         (0..N).prop_map(|i| format!("resource == E::\"{i}\"")),
         (0..N).prop_map(|i| format!("resource in E::\"{i}\"")),
         (0..N).prop_map(|i| format!("resource is E in E::\"{i}\"")),
+        (0..N).prop_map(|i| format!("resource is F in E::\"{i}\"")),
+        Just("resource is E".to_string()),
     ]
 }
 
@@ -202,6 +205,15 @@ proptest! {
                         want_ids.sort();
                         prop_assert_eq!(got.allow, want_allow, "p={} a={} r={}", p, a, r);
                         prop_assert_eq!(got.policies, want_ids);
+                        // Policies whose condition failed (e.g. `level` of an entity not stored).
+                        let mut want_errors: Vec<String> = full.diagnostics().errors().map(|e| {
+                            let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+                            e.policy_id().to_string()
+                        }).collect();
+                        want_errors.sort();
+                        want_errors.dedup();
+                        let got_errors: Vec<String> = got.errors.iter().map(|(id, _)| id.clone()).collect();
+                        prop_assert_eq!(got_errors, want_errors);
                     }
                 }
             }

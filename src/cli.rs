@@ -65,6 +65,13 @@ pub enum Command {
     /// Load-test a node's decision endpoint.
     #[command(after_help = crate::bench::MIX_HELP)]
     Bench(crate::bench::BenchArgs),
+    /// Cluster membership and status (any node answers; changes run on the leader).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Follow the change stream (`GET /v1/watch`): one JSON line per applied version.
+    Watch(WatchArgs),
+    /// Run a small TCP load balancer over the nodes' API listeners (round robin, per connection).
+    Proxy(ProxyArgs),
 }
 
 /// `verdict serve`.
@@ -102,9 +109,70 @@ pub struct ServeArgs {
         value_name = "SECRET"
     )]
     pub cluster_secret: Option<String>,
+    /// Start empty and wait to be added to a running cluster (`verdict cluster add-learner`).
+    #[arg(long, conflicts_with = "initial_cluster")]
+    pub join: bool,
+    /// Not ready when more than this many committed entries are not yet applied here.
+    #[arg(long, value_name = "ENTRIES")]
+    pub max_lag: Option<u64>,
+    /// Refuse decisions (503 `stale`) while this node may be stale, instead of answering.
+    #[arg(long)]
+    pub fail_closed: bool,
+    /// Take a snapshot (and allow log purging) after this many applied entries.
+    #[arg(long, value_name = "ENTRIES")]
+    pub snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot for lagging followers.
+    #[arg(long, value_name = "ENTRIES")]
+    pub keep_log_behind_snapshot: Option<u64>,
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `verdict cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, roles, leader, and each node's applied version and readiness.
+    Status,
+    /// Add a node started with `--join` as a learner (it receives the log and serves decisions).
+    AddLearner {
+        /// A node id never used before in this cluster.
+        id: u64,
+        /// The node's API address (host:port).
+        #[arg(long, value_name = "HOST:PORT")]
+        api: String,
+        /// The node's peer address (host:port).
+        #[arg(long, value_name = "HOST:PORT")]
+        peer: String,
+    },
+    /// Make a caught-up learner a voter (the current voters stay).
+    Promote {
+        /// The learner's id.
+        id: u64,
+    },
+    /// Remove a voter or learner for good (its id is never accepted again).
+    Remove {
+        /// The member's id.
+        id: u64,
+    },
+    /// Hand leadership to another voter.
+    TransferLeader {
+        /// The voter to lead.
+        to: u64,
+    },
+    /// Drain the node at --url: not ready from now on, leadership handed off if it leads.
+    Drain,
+}
+
+/// `verdict watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Start after this version (default: the node's current version, i.e. only new changes).
+    #[arg(long, value_name = "VERSION")]
+    pub from: Option<u64>,
+    /// Stop after this many events (default: follow until interrupted).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
 }
 
 /// Log line format.
@@ -271,6 +339,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// `verdict proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Where clients connect.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// A node's API address; repeat for every node. Names are resolved again every --resolve-every.
+    #[arg(
+        long = "backend",
+        value_name = "HOST:PORT",
+        required = true,
+        value_parser = crate::proxy::parse_backend
+    )]
+    pub backends: Vec<String>,
+    /// How long to wait for one backend to accept before trying the next.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// How often backend names are resolved again (containers may come back with a new address).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub resolve_every: Duration,
+    /// Client connections served at once; more wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_connections: usize,
 }
 
 #[cfg(test)]

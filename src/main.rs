@@ -2,7 +2,8 @@
 //!
 //! This binary is argument parsing and glue; the node is `verdict-server`, the HTTP calls are
 //! `verdict-client`. Layout: `cli.rs` (clap structs), `serve.rs`, `admin.rs` (policy, schema,
-//! entity), `check.rs`, `bench/` and `output.rs` (printing helpers shared by the client commands).
+//! entity), `check.rs`, `bench/`, `proxy.rs` (`verdict proxy`, a TCP load balancer for a cluster)
+//! and `output.rs` (printing helpers shared by the client commands).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -12,7 +13,9 @@ mod admin;
 mod bench;
 mod check;
 mod cli;
+mod cluster;
 mod output;
+mod proxy;
 mod serve;
 
 use std::process::ExitCode;
@@ -77,6 +80,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(cmd) => admin::schema(&client(&cli.url)?, cmd, out).await,
         Command::Entity(cmd) => admin::entity(&client(&cli.url)?, cmd, out).await,
         Command::Check(args) => check::run(&client(&cli.url)?, &args, out).await,
+        Command::Cluster(cmd) => cluster::run(&client(&cli.url)?, cmd, out).await,
+        Command::Watch(args) => cluster::watch(&client(&cli.url)?, &args).await,
+        Command::Proxy(args) => proxy::run(args).await,
     }
 }
 

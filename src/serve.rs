@@ -55,6 +55,21 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(v) = &args.cluster_secret {
         c.cluster_secret = Some(v.clone());
     }
+    if args.join {
+        c.join = true;
+    }
+    if let Some(v) = args.max_lag {
+        c.max_lag = v;
+    }
+    if args.fail_closed {
+        c.fail_closed = true;
+    }
+    if let Some(v) = args.snapshot_every {
+        c.snapshot_every = v;
+    }
+    if let Some(v) = args.keep_log_behind_snapshot {
+        c.keep_log_behind_snapshot = v;
+    }
     Ok(c)
 }
 

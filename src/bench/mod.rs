@@ -5,6 +5,7 @@
 //! (the request file), `worker.rs` (one connection's loop), `report.rs` (percentiles, printing).
 
 mod mix;
+mod propagation;
 mod report;
 mod worker;
 
@@ -17,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 use anyhow::Context;
+use bytes::Bytes;
 use clap::Args;
 use hyper::header::HeaderValue;
 use hyper::Uri;
@@ -38,6 +40,9 @@ Requests go to POST <url>/access/v1/evaluation over plain HTTP/1.1 keep-alive, o
 connection. Latency is measured per answer (any status); throughput counts every measured request.
 Exits 1 if no request got a 200 answer, 3 if the node cannot be reached.";
 
+/// Distinct policy ids `--writes` cycles through.
+const WRITE_IDS: usize = 1000;
+
 /// Default measured window when neither --duration nor --requests is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
@@ -53,9 +58,22 @@ pub struct BenchArgs {
     /// Measure this many requests instead of a fixed time.
     #[arg(long, value_name = "N")]
     pub requests: Option<u64>,
-    /// JSON file with the requests to send (format below).
-    #[arg(long, value_name = "FILE.json")]
-    pub mix: PathBuf,
+    /// JSON file with the decision requests to send (format below).
+    #[arg(long, value_name = "FILE.json", required_unless_present_any = ["writes", "propagation"])]
+    pub mix: Option<PathBuf>,
+    /// Send writes instead of decisions: `PUT /v1/policies/bench-N` (1,000 ids, overwritten in
+    /// turn), each acknowledged only once committed and fsynced on a quorum.
+    #[arg(long, conflicts_with = "mix")]
+    pub writes: bool,
+    /// Pace the load to this many requests per second in total (default: as fast as the
+    /// connections go); latency then counts from each request's due time.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<u64>,
+    /// Measure propagation instead: write through --url one at a time (at --rate, default 50/s,
+    /// --requests writes, default 500) and time when each of these nodes (comma-separated API
+    /// URLs) reports the write's version on its watch stream.
+    #[arg(long, value_delimiter = ',', value_name = "URL,URL,…", conflicts_with_all = ["mix", "writes"])]
+    pub propagation: Vec<String>,
     /// Send unmeasured requests for this long first (fills caches, opens connections).
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     pub warmup: Duration,
@@ -69,8 +87,40 @@ pub async fn run(url: &str, args: &BenchArgs, out: Output) -> anyhow::Result<Exi
     if args.requests == Some(0) {
         bail!("--requests must be at least 1");
     }
-    let mix = mix::load(&args.mix)?;
+    if !args.propagation.is_empty() {
+        return propagation::run(url, args, out).await;
+    }
+    if args.rate == Some(0) {
+        bail!("--rate must be at least 1");
+    }
     let (addr, host, path, target) = resolve(url).await?;
+    let (kind, schedule, distinct, target) = match &args.mix {
+        Some(file) => {
+            let mix = mix::load(file)?;
+            let schedule = mix
+                .schedule
+                .into_iter()
+                .map(|b| (path.clone(), b))
+                .collect();
+            (worker::Kind::Decision, schedule, mix.distinct, target)
+        }
+        None => {
+            let base = path
+                .path()
+                .trim_end_matches("/access/v1/evaluation")
+                .to_string();
+            let mut schedule = Vec::with_capacity(WRITE_IDS);
+            for i in 0..WRITE_IDS {
+                let uri: Uri = format!("{base}/v1/policies/bench-{i}").parse()?;
+                let body = format!(
+                    "permit(principal == User::\"bench-{i}\", action == Action::\"view\", resource);"
+                );
+                schedule.push((uri, Bytes::from(body)));
+            }
+            let target = target.replace("/access/v1/evaluation", "/v1/policies/bench-N");
+            (worker::Kind::Write, schedule, WRITE_IDS, target)
+        }
+    };
     // Fail fast, with the CLI's usual "is the server running?" hint and exit code.
     if let Err(e @ verdict_client::Error::Transport(_)) =
         verdict_client::Client::new(url)?.livez().await
@@ -89,9 +139,9 @@ pub async fn run(url: &str, args: &BenchArgs, out: Output) -> anyhow::Result<Exi
             (None, None) => String::new(),
         };
         eprintln!(
-            "benchmarking {target} with {} connections, {} distinct requests, for {how_long} after {:.1} s warmup",
+            "benchmarking {target} with {} connections, {distinct} distinct requests{}, for {how_long} after {:.1} s warmup",
             args.connections,
-            mix.distinct,
+            args.rate.map(|r| format!(", paced to {r}/s")).unwrap_or_default(),
             args.warmup.as_secs_f64()
         );
     }
@@ -99,8 +149,12 @@ pub async fn run(url: &str, args: &BenchArgs, out: Output) -> anyhow::Result<Exi
     let plan = Arc::new(worker::Plan {
         addr,
         host,
-        path,
-        schedule: mix.schedule,
+        kind,
+        schedule,
+        write_seq: AtomicU64::new(0),
+        interval: args
+            .rate
+            .map(|r| Duration::from_secs_f64(args.connections as f64 / r as f64)),
         record_from,
         end: duration.map(|d| record_from + d),
         budget: args.requests.map(|n| (AtomicU64::new(0), n)),

@@ -120,9 +120,14 @@ impl Report {
             "measured     {:.2} s (after {:.2} s warmup)",
             self.elapsed_s, self.warmup_s
         );
+        let split = if self.allow + self.deny > 0 {
+            format!(" (allow {}, deny {})", self.allow, self.deny)
+        } else {
+            String::new()
+        };
         println!(
-            "requests     {}: {} ok (allow {}, deny {}), {} non-200, {} errors",
-            self.requests, self.ok, self.allow, self.deny, self.non_200, self.errors
+            "requests     {}: {} ok{split}, {} non-200, {} errors",
+            self.requests, self.ok, self.non_200, self.errors
         );
         println!("throughput   {:.0} req/s", self.throughput_rps);
         println!(

@@ -42,16 +42,31 @@ pub struct Plan {
     pub addr: SocketAddr,
     /// `Host` header value.
     pub host: HeaderValue,
-    /// Origin-form request target, e.g. `/access/v1/evaluation`.
-    pub path: Uri,
-    /// Bodies in send order.
-    pub schedule: Vec<Bytes>,
+    /// What is sent: decisions (POST JSON to one path) or writes (PUT Cedar text, a path each).
+    pub kind: Kind,
+    /// `(request target, body)` in send order.
+    pub schedule: Vec<(Uri, Bytes)>,
+    /// Writes get a unique first line (`// write N`) from this counter, so no two writes carry
+    /// the same text (a node could otherwise reuse work done for an identical earlier write).
+    pub write_seq: AtomicU64,
+    /// With `--rate`: each worker sends one request per this interval, and latency counts from
+    /// the scheduled send time (so a slow answer also delays, and is charged to, the ones behind).
+    pub interval: Option<Duration>,
     /// Requests completed before this instant are warmup and not counted.
     pub record_from: Instant,
     /// Stop at this instant (duration mode).
     pub end: Option<Instant>,
     /// Stop after this many measured requests (request-count mode), shared by all workers.
     pub budget: Option<(AtomicU64, u64)>,
+}
+
+/// The kind of request a plan sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `POST /access/v1/evaluation` with a JSON body.
+    Decision,
+    /// `PUT /v1/policies/{id}` with a Cedar text body.
+    Write,
 }
 
 /// What one worker saw; merged across workers for the report.
@@ -145,9 +160,13 @@ async fn exchange(
 pub async fn run(plan: Arc<Plan>, offset: usize, mut tally: Tally) -> Tally {
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     let mut next = offset;
+    let mut due = Instant::now();
     loop {
         if plan.end.is_some_and(|end| Instant::now() >= end) {
             break;
+        }
+        if plan.interval.is_some() {
+            tokio::time::sleep_until(due.into()).await;
         }
         let sender = match conn.as_mut() {
             Some(s) => s,
@@ -173,10 +192,24 @@ pub async fn run(plan: Arc<Plan>, offset: usize, mut tally: Tally) -> Tally {
                 break;
             }
         }
-        let body = plan.schedule[next % plan.schedule.len()].clone();
+        let (path, mut body) = plan.schedule[next % plan.schedule.len()].clone();
+        if plan.kind == Kind::Write {
+            let n = plan.write_seq.fetch_add(1, Ordering::Relaxed);
+            let mut unique = format!("// write {n}\n").into_bytes();
+            unique.extend_from_slice(&body);
+            body = Bytes::from(unique);
+        }
         next = next.wrapping_add(1);
-        let started = Instant::now();
-        let answer = exchange(sender, request(&plan, body)).await;
+        // Paced: latency counts from when the request was due, not from when it could be sent.
+        let started = match plan.interval {
+            Some(interval) => {
+                let at = due;
+                due += interval;
+                at.min(Instant::now())
+            }
+            None => Instant::now(),
+        };
+        let answer = exchange(sender, request(&plan, path, body)).await;
         let done = Instant::now();
         let counted = measured && plan.end.is_none_or(|end| done <= end);
         match answer {
@@ -214,14 +247,19 @@ pub async fn run(plan: Arc<Plan>, offset: usize, mut tally: Tally) -> Tally {
     tally
 }
 
-fn request(plan: &Plan, body: Bytes) -> Request<Full<Bytes>> {
+fn request(plan: &Plan, path: Uri, body: Bytes) -> Request<Full<Bytes>> {
     const JSON: HeaderValue = HeaderValue::from_static("application/json");
+    const TEXT: HeaderValue = HeaderValue::from_static("text/plain");
     let mut req = Request::new(Full::new(body));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = plan.path.clone();
+    let (method, content_type) = match plan.kind {
+        Kind::Decision => (Method::POST, JSON),
+        Kind::Write => (Method::PUT, TEXT),
+    };
+    *req.method_mut() = method;
+    *req.uri_mut() = path;
     let headers = req.headers_mut();
     headers.insert(HOST, plan.host.clone());
-    headers.insert(CONTENT_TYPE, JSON);
+    headers.insert(CONTENT_TYPE, content_type);
     req
 }
 

@@ -9,7 +9,10 @@
 mod bad_input;
 mod batch;
 mod cluster;
+mod decision_log;
 mod durability;
 mod examples;
 mod harness;
 mod idempotency;
+mod membership;
+mod watch;

@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::Written;
+use crate::ClusterStatus;
 use crate::Decision;
+use crate::Drained;
 use crate::EntityRecord;
 use crate::Error;
 use crate::EvaluationRequest;
@@ -261,6 +263,67 @@ impl Client {
             .request(Method::PUT, &["v1", "entities"])?
             .json(entities);
         self.write(rb, if_match, idempotency_key).await
+    }
+
+    /// `GET /v1/cluster`.
+    pub async fn cluster(&self) -> Result<ClusterStatus> {
+        let resp = self
+            .send(self.request(Method::GET, &["v1", "cluster"])?)
+            .await?;
+        decode(resp).await
+    }
+
+    /// `POST /v1/cluster/learners`: adds a node started with `--join` as a learner.
+    pub async fn add_learner(&self, id: u64, api_addr: &str, peer_addr: &str) -> Result<u64> {
+        let rb = self
+            .request(Method::POST, &["v1", "cluster", "learners"])?
+            .json(&serde_json::json!({"id": id, "api_addr": api_addr, "peer_addr": peer_addr}));
+        self.write(rb, None, None).await
+    }
+
+    /// `PUT /v1/cluster/voters`: exactly `ids` vote; voters left out are removed.
+    pub async fn set_voters(&self, ids: &[u64]) -> Result<u64> {
+        let rb = self
+            .request(Method::PUT, &["v1", "cluster", "voters"])?
+            .json(&serde_json::json!({ "ids": ids }));
+        self.write(rb, None, None).await
+    }
+
+    /// `DELETE /v1/cluster/members/{id}`.
+    pub async fn remove_member(&self, id: u64) -> Result<u64> {
+        let rb = self.request(
+            Method::DELETE,
+            &["v1", "cluster", "members", &id.to_string()],
+        )?;
+        self.write(rb, None, None).await
+    }
+
+    /// `POST /v1/cluster/transfer-leader`.
+    pub async fn transfer_leader(&self, to: u64) -> Result<u64> {
+        let rb = self
+            .request(Method::POST, &["v1", "cluster", "transfer-leader"])?
+            .json(&serde_json::json!({ "to": to }));
+        self.write(rb, None, None).await
+    }
+
+    /// `POST /v1/node/drain` on this client's node.
+    pub async fn drain(&self) -> Result<Drained> {
+        let resp = self
+            .send(self.request(Method::POST, &["v1", "node", "drain"])?)
+            .await?;
+        decode(resp).await
+    }
+
+    /// `GET /v1/watch?from=N`: the raw server-sent-event response, to read with
+    /// `Response::chunk` (each event is `id:`, `event:` and `data:` lines and a blank line).
+    pub async fn watch(&self, from: Option<u64>) -> Result<Response> {
+        let mut rb = self.request(Method::GET, &["v1", "watch"])?;
+        if let Some(v) = from {
+            rb = rb.query(&[("from", v)]);
+        }
+        // A stream has no overall deadline.
+        rb = rb.timeout(Duration::from_secs(365 * 24 * 3600));
+        self.send(rb).await
     }
 
     /// A request to the base URL plus `segments`, each percent-encoded as one path segment (so a

@@ -271,6 +271,68 @@ pub struct Readiness {
     pub details: serde_json::Map<String, Value>,
 }
 
+/// One member in `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    /// Node id.
+    pub id: u64,
+    /// `voter` or `learner`.
+    pub role: String,
+    /// Its API address.
+    pub api_addr: String,
+    /// Its peer (Raft) address.
+    pub peer_addr: String,
+    /// Whether it is the leader (as the answering node knows).
+    pub is_leader: bool,
+    /// Whether it answered the status request (within 1 s).
+    pub reachable: bool,
+    /// Its applied version, when reachable.
+    #[serde(default)]
+    pub applied_version: Option<u64>,
+    /// Whether it is ready, when reachable.
+    #[serde(default)]
+    pub ready: Option<bool>,
+    /// Why it is not ready.
+    #[serde(default)]
+    pub not_ready_reason: Option<String>,
+}
+
+/// Answer of `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The answering node.
+    pub node_id: u64,
+    /// The leader it knows.
+    pub leader: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Highest index the answering node knows committed.
+    pub committed: u64,
+    /// The answering node's applied version.
+    pub applied_version: u64,
+    /// Voter ids.
+    pub voters: Vec<u64>,
+    /// Learner ids.
+    pub learners: Vec<u64>,
+    /// Ids removed from the cluster (never accepted again).
+    pub removed: Vec<u64>,
+    /// Every member with its own report.
+    pub members: Vec<ClusterMember>,
+}
+
+/// Answer of `POST /v1/node/drain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drained {
+    /// Always true.
+    pub draining: bool,
+    /// Whether the node still leads (no other voter could take over).
+    pub is_leader: bool,
+    /// The leader after the drain.
+    pub leader: Option<u64>,
+    /// The voter leadership was handed to, if this node led.
+    pub transferred_to: Option<u64>,
+}
+
 /// The answer of every successful write.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Written {

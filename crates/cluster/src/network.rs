@@ -34,8 +34,12 @@ use serde::Serialize;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::node::MembershipError;
+use crate::node::Node;
+use crate::types::MembershipOp;
 use crate::types::NodeId;
 use crate::types::NodeInfo;
+use crate::types::NodeReport;
 use crate::types::Raft;
 use crate::types::TypeConfig;
 
@@ -118,6 +122,57 @@ impl Forwarder {
             Ok(answer) => answer,
             Err(e) => ForwardedWrite::Unavailable(e),
         }
+    }
+
+    async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        peer_addr: &str,
+        rpc: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, String> {
+        let body = encode(req).map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .post(format!("http://{peer_addr}/raft/{rpc}"))
+            .header(SECRET_HEADER, &self.secret)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("{peer_addr} unreachable: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{peer_addr} answered {}", resp.status()));
+        }
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        decode::<Resp>(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// Runs a membership change on the leader at `peer_addr`.
+    pub async fn membership(
+        &self,
+        peer_addr: &str,
+        op: &MembershipOp,
+    ) -> Result<u64, MembershipError> {
+        match self
+            .post::<_, Result<u64, MembershipError>>(
+                peer_addr,
+                "membership",
+                op,
+                Duration::from_secs(30),
+            )
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => Err(MembershipError::Unavailable(e)),
+        }
+    }
+
+    /// Asks the member at `peer_addr` for its report; `None` if it does not answer within a second.
+    pub async fn report(&self, peer_addr: &str) -> Option<NodeReport> {
+        self.post::<_, NodeReport>(peer_addr, "status", &(), Duration::from_secs(1))
+            .await
+            .ok()
     }
 }
 
@@ -255,33 +310,53 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 /// Serves peer RPCs for one local Raft node.
 #[derive(Clone)]
 pub struct PeerService {
+    node: Node,
     raft: Raft,
 }
 
 impl PeerService {
-    /// Wraps the local Raft handle.
-    pub fn new(raft: Raft) -> Self {
-        Self { raft }
+    /// Wraps the local member.
+    pub fn new(node: Node) -> Self {
+        let raft = node.raft().clone();
+        Self { node, raft }
+    }
+
+    /// Refuses Raft traffic from a node that was removed: it must not disturb the cluster with old
+    /// data (its elections would raise terms), and it learns why from the answer.
+    fn refuse_removed(&self, from: NodeId) -> Result<(), io::Error> {
+        if self.node.removed_ids().contains(&from) {
+            tracing::warn!(from, "refused a Raft RPC from a removed node");
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("node {from} was removed from this cluster; wipe its data directory and join with a new id"),
+            ));
+        }
+        Ok(())
     }
 
     /// Handles one RPC: `path` is the last URL segment, `body` the encoded request; the answer is an
-    /// encoded `Result<response, String>`. `Err` means the request itself was undecodable.
+    /// encoded `Result<response, String>`. `Err` means the request itself was undecodable or refused.
     pub async fn handle(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, io::Error> {
         match path {
             "append" => {
                 let req: AppendEntriesRequest<TypeConfig> = decode(body)?;
-                encode(
-                    &self
-                        .raft
-                        .append_entries(req)
-                        .await
-                        .map_err(|e| e.to_string()),
-                )
+                self.refuse_removed(req.vote.leader_id().node_id)?;
+                let answer = self.raft.append_entries(req).await;
+                if answer.is_ok() {
+                    self.node.leader_contact();
+                }
+                encode(&answer.map_err(|e| e.to_string()))
             }
             "vote" => {
                 let req: VoteRequest<TypeConfig> = decode(body)?;
+                self.refuse_removed(req.vote.leader_id().node_id)?;
                 encode(&self.raft.vote(req).await.map_err(|e| e.to_string()))
             }
+            "membership" => {
+                let op: MembershipOp = decode(body)?;
+                encode(&self.node.change_membership_here(op).await)
+            }
+            "status" => encode(&self.node.report()),
             "snapshot" => {
                 let wire: SnapshotWire = decode(body)?;
                 let snapshot = SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {

@@ -2,14 +2,22 @@
 //! and offers the server a small API (write, read the published snapshot, status) that hides openraft.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError;
+use openraft::ChangeMembers;
 use openraft::SnapshotPolicy;
+use serde::Deserialize;
+use serde::Serialize;
 use verdict_engine::Outcome;
 use verdict_engine::Write;
 
@@ -20,8 +28,10 @@ use crate::network::PeerNetwork;
 use crate::network::PeerService;
 use crate::state_machine::Published;
 use crate::state_machine::StateMachine;
+use crate::types::MembershipOp;
 use crate::types::NodeId;
 use crate::types::NodeInfo;
+use crate::types::NodeReport;
 use crate::types::Raft;
 use crate::types::Request;
 
@@ -40,6 +50,20 @@ pub struct NodeOptions {
     pub bootstrap: Bootstrap,
     /// Build a snapshot after this many applied entries.
     pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot for followers that lag; further behind they get the
+    /// snapshot.
+    pub keep_log_behind_snapshot: u64,
+    /// Readiness limits.
+    pub limits: Limits,
+}
+
+/// When a member stops calling itself ready.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// More than this many committed entries not yet applied here → not ready.
+    pub max_lag: u64,
+    /// No word from a leader (a follower) or from a quorum (the leader) for this long → not ready.
+    pub max_leader_silence: Duration,
 }
 
 /// How a new cluster comes into being.
@@ -101,6 +125,21 @@ pub struct Status {
     pub running: Result<(), String>,
 }
 
+/// Why a membership change or leader transfer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum MembershipError {
+    /// The request cannot work as asked (unknown or reused id, empty voter set, …); the text says
+    /// what to change.
+    #[error("{0}")]
+    Invalid(String),
+    /// Another membership change is still in progress; retry when it finishes.
+    #[error("{0}")]
+    Conflict(String),
+    /// No leader could take it now; retry shortly.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
 /// A running member.
 #[derive(Clone)]
 pub struct Node {
@@ -108,6 +147,13 @@ pub struct Node {
     published: Arc<Published>,
     id: NodeId,
     forwarder: Forwarder,
+    limits: Limits,
+    draining: Arc<AtomicBool>,
+    started: Instant,
+    /// Milliseconds after `started` at which a leader last reached this member (append entries).
+    leader_contact_ms: Arc<AtomicU64>,
+    /// The committed index found in storage at start: not ready before it is applied again.
+    recover_to: u64,
 }
 
 /// How many times a write follows a changing leader before giving up.
@@ -123,7 +169,13 @@ impl Node {
             .map_err(|e| {
                 io::Error::other(format!("opening sled at {}: {e}", opts.data_dir.display()))
             })?;
-        let log = LogStore::open(db)?;
+        let mut log = LogStore::open(db)?;
+        // What this node knew committed before it (re)started: it is not ready until it has
+        // applied at least that much again.
+        let recover_to = {
+            use openraft::storage::RaftLogStorage;
+            log.read_committed().await?.map(|l| l.index).unwrap_or(0)
+        };
         let sm = StateMachine::open(&opts.data_dir.join("snapshots"))?;
         let published = sm.published();
         let config = openraft::Config {
@@ -134,7 +186,7 @@ impl Node {
             // Snapshots of large states take seconds to ship; openraft's 200 ms default is too short.
             install_snapshot_timeout: 60_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every.max(1)),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: opts.keep_log_behind_snapshot,
             ..Default::default()
         }
         .validate()
@@ -170,6 +222,11 @@ impl Node {
             published,
             id: opts.node_id,
             forwarder: Forwarder::new(opts.cluster_secret.clone())?,
+            limits: opts.limits,
+            draining: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
+            leader_contact_ms: Arc::new(AtomicU64::new(0)),
+            recover_to,
         })
     }
 
@@ -185,7 +242,281 @@ impl Node {
 
     /// The handler for peer RPCs, to mount on the peer listener.
     pub fn peer_service(&self) -> PeerService {
-        PeerService::new(self.raft.clone())
+        PeerService::new(self.clone())
+    }
+
+    /// The local Raft handle (for the peer service).
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Records that a leader reached this member just now.
+    pub(crate) fn leader_contact(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.leader_contact_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn since_leader_contact(&self) -> Duration {
+        let at = Duration::from_millis(self.leader_contact_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(at)
+    }
+
+    /// Node ids that were members once and are not now: never accepted again.
+    pub fn removed_ids(&self) -> BTreeSet<NodeId> {
+        let current: BTreeSet<NodeId> =
+            self.status().members.iter().map(|(id, _, _)| *id).collect();
+        self.published
+            .members_seen()
+            .iter()
+            .filter(|id| !current.contains(id))
+            .copied()
+            .collect()
+    }
+
+    /// Marks this member as draining: not ready from now on, so load balancers stop sending to it.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether drain was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Why this member should not take traffic, or `None` when it is ready: it knows a leader and
+    /// hears from it (or, as leader, from a quorum), has applied what it knows committed within the
+    /// configured lag, is a member, and is not draining.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.is_draining() {
+            return Some("draining".into());
+        }
+        self.stale_reason()
+    }
+
+    /// The freshness part of readiness: why this member's state may be stale (no leader, no
+    /// contact with it, too far behind, not a member), or `None`.
+    pub fn stale_reason(&self) -> Option<String> {
+        let applied = self.published.load().version();
+        if applied < self.recover_to {
+            return Some(format!(
+                "recovering: applied {applied} of the {} committed before start",
+                self.recover_to
+            ));
+        }
+        let m = self.metrics();
+        if let Err(e) = &m.running_state {
+            return Some(format!("raft stopped: {e}"));
+        }
+        let membership = m.membership_config.membership();
+        if !membership.nodes().any(|(id, _)| *id == self.id) {
+            if self.published.members_seen().contains(&self.id) {
+                return Some(format!(
+                    "node {} was removed from the cluster; wipe its data directory and join with a new id",
+                    self.id
+                ));
+            }
+            return Some(
+                "not a member of a cluster yet: add it as a learner through the leader".into(),
+            );
+        }
+        let Some(leader) = m.current_leader else {
+            return Some("no leader is known".into());
+        };
+        let silence = if leader == self.id {
+            // A leader that has not heard from a quorum may have been replaced elsewhere.
+            let voters = membership.voter_ids().count();
+            match m.last_quorum_acked {
+                Some(at) if voters > 1 => Some(openraft::Instant::elapsed(&*at)),
+                Some(_) => None,
+                None if voters > 1 => Some(self.started.elapsed()),
+                None => None,
+            }
+        } else {
+            Some(self.since_leader_contact())
+        };
+        if let Some(silence) = silence {
+            if silence > self.limits.max_leader_silence {
+                return Some(format!(
+                    "no contact with {} for {} ms (limit {} ms)",
+                    if leader == self.id {
+                        "a quorum"
+                    } else {
+                        "the leader"
+                    },
+                    silence.as_millis(),
+                    self.limits.max_leader_silence.as_millis()
+                ));
+            }
+        }
+        let committed = m.local_committed.map(|l| l.index).unwrap_or(0);
+        let lag = committed.saturating_sub(applied);
+        if lag > self.limits.max_lag {
+            return Some(format!(
+                "applied version {applied} is {lag} entries behind the committed {committed} (limit {})",
+                self.limits.max_lag
+            ));
+        }
+        None
+    }
+
+    /// This member's own report, as other members see it in cluster status.
+    pub fn report(&self) -> NodeReport {
+        let m = self.metrics();
+        NodeReport {
+            id: self.id,
+            applied: self.published.load().version(),
+            term: m.current_term,
+            leader: m.current_leader,
+            not_ready: self.not_ready_reason(),
+        }
+    }
+
+    /// Every member with its role and, when it answers within a second, its own report.
+    pub async fn cluster(&self) -> Vec<(NodeId, NodeInfo, bool, Option<NodeReport>)> {
+        let members = self.status().members;
+        let asks = members.into_iter().map(|(id, info, voter)| async move {
+            let report = if id == self.id {
+                Some(self.report())
+            } else {
+                self.forwarder.report(&info.peer_addr).await
+            };
+            (id, info, voter, report)
+        });
+        futures::future::join_all(asks).await
+    }
+
+    /// Runs a membership change on the leader (forwarding from a follower or learner) and answers
+    /// the log index of the new configuration.
+    pub async fn change_membership(&self, op: MembershipOp) -> Result<u64, MembershipError> {
+        let mut last = String::from("no leader is known");
+        for attempt in 0..FORWARD_ATTEMPTS {
+            let Some((leader, info)) = self.leader() else {
+                tokio::time::sleep(Duration::from_millis(200 * (attempt as u64 + 1))).await;
+                continue;
+            };
+            if leader == self.id {
+                match self.change_membership_here(op.clone()).await {
+                    Err(MembershipError::Unavailable(m)) => last = m,
+                    other => return other,
+                }
+            } else {
+                match self.forwarder.membership(&info.peer_addr, &op).await {
+                    Err(MembershipError::Unavailable(m)) => last = m,
+                    other => return other,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200 * (attempt as u64 + 1))).await;
+        }
+        Err(MembershipError::Unavailable(last))
+    }
+
+    /// Runs a membership change on this member, which must be the leader.
+    pub(crate) async fn change_membership_here(
+        &self,
+        op: MembershipOp,
+    ) -> Result<u64, MembershipError> {
+        let status = self.status();
+        if !status.is_leader {
+            return Err(MembershipError::Unavailable(
+                "this node is no longer the leader".into(),
+            ));
+        }
+        let voters: BTreeSet<NodeId> = status
+            .members
+            .iter()
+            .filter(|(_, _, v)| *v)
+            .map(|(id, _, _)| *id)
+            .collect();
+        let members: BTreeSet<NodeId> = status.members.iter().map(|(id, _, _)| *id).collect();
+        let seen = self.published.members_seen();
+        let result = match op {
+            MembershipOp::AddLearner { id, info } => {
+                if members.contains(&id) {
+                    return Err(MembershipError::Invalid(format!(
+                        "node {id} is already a member; use a new id for a new node"
+                    )));
+                }
+                if seen.contains(&id) {
+                    return Err(MembershipError::Invalid(format!(
+                        "node id {id} belonged to a node that was removed; ids are never reused: give the new node a new id and an empty data directory"
+                    )));
+                }
+                if info.api_addr.is_empty() || info.peer_addr.is_empty() {
+                    return Err(MembershipError::Invalid(
+                        "`api_addr` and `peer_addr` are required (host:port)".into(),
+                    ));
+                }
+                self.raft.add_learner(id, info, false).await
+            }
+            MembershipOp::SetVoters { ids } => {
+                let wanted: BTreeSet<NodeId> = ids.into_iter().collect();
+                if wanted.is_empty() {
+                    return Err(MembershipError::Invalid(
+                        "`ids` must name at least one voter".into(),
+                    ));
+                }
+                if let Some(unknown) = wanted.iter().find(|id| !members.contains(id)) {
+                    return Err(MembershipError::Invalid(format!(
+                        "node {unknown} is not a member; add it as a learner first (POST /v1/cluster/learners)"
+                    )));
+                }
+                if wanted == voters {
+                    return Ok(status.last_log_index);
+                }
+                self.raft.change_membership(wanted, false).await
+            }
+            MembershipOp::Remove { id } => {
+                if !members.contains(&id) {
+                    return Err(MembershipError::Invalid(format!(
+                        "node {id} is not a member of this cluster"
+                    )));
+                }
+                if voters.contains(&id) {
+                    if voters.len() == 1 {
+                        return Err(MembershipError::Invalid(format!(
+                            "node {id} is the only voter; promote another node first"
+                        )));
+                    }
+                    let rest: BTreeSet<NodeId> =
+                        voters.iter().filter(|v| **v != id).copied().collect();
+                    self.raft.change_membership(rest, false).await
+                } else {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                        .await
+                }
+            }
+            MembershipOp::TransferLeader { to } => {
+                if !voters.contains(&to) {
+                    return Err(MembershipError::Invalid(format!(
+                        "node {to} is not a voter; only voters can lead"
+                    )));
+                }
+                if to == self.id {
+                    return Ok(status.last_log_index);
+                }
+                return match self.raft.trigger().transfer_leader(to).await {
+                    Ok(()) => Ok(status.last_log_index),
+                    Err(e) => Err(MembershipError::Unavailable(e.to_string())),
+                };
+            }
+        };
+        match result {
+            Ok(resp) => {
+                tracing::info!(index = resp.log_id.index, "membership changed");
+                Ok(resp.log_id.index)
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(MembershipError::Conflict(e.to_string()))
+            }
+            Err(RaftError::APIError(e)) => Err(MembershipError::Unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(MembershipError::Unavailable(e.to_string())),
+        }
+    }
+
+    fn metrics(&self) -> openraft::RaftMetrics<crate::types::TypeConfig> {
+        use openraft::async_runtime::WatchReceiver;
+        self.raft.metrics().borrow_watched().clone()
     }
 
     /// Proposes a write and waits until it is committed (fsynced on a quorum) and applied here.
@@ -249,12 +580,30 @@ impl Node {
         self.raft.wait_for_recovery(Some(timeout)).await.is_ok()
     }
 
+    /// Whether this member leads right now (cheaper than [`Node::status`]).
+    pub fn is_leader(&self) -> bool {
+        use openraft::async_runtime::WatchReceiver;
+        self.raft.metrics().borrow_watched().current_leader == Some(self.id)
+    }
+
+    /// Whether this member leads and a quorum acknowledged it within `within` (always, for a
+    /// single voter). A leader that restarted or was cut off may still believe it leads; this is
+    /// the check to use before answering for the whole cluster.
+    pub fn leads_confirmed(&self, within: Duration) -> bool {
+        let m = self.metrics();
+        if m.current_leader != Some(self.id) {
+            return false;
+        }
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            return true;
+        }
+        m.last_quorum_acked
+            .is_some_and(|at| openraft::Instant::elapsed(&*at) < within)
+    }
+
     /// The current Raft status.
     pub fn status(&self) -> Status {
-        let m = {
-            use openraft::async_runtime::WatchReceiver;
-            self.raft.metrics().borrow_watched().clone()
-        };
+        let m = self.metrics();
         let applied = self.published.load().version();
         let membership = m.membership_config.membership();
         let voters: Vec<NodeId> = membership.voter_ids().collect();

@@ -5,6 +5,7 @@
 //! Snapshot files are `snap-<index>.bin` in the snapshot directory: written to a temporary file,
 //! fsynced, renamed, and the directory fsynced, so a crash leaves either the old or the new file.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::io::Cursor;
@@ -12,6 +13,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use arc_swap::ArcSwap;
 use futures::Stream;
@@ -35,21 +37,70 @@ use verdict_engine::Snapshot;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::history::ChangeEvent;
+use crate::history::History;
+use crate::history::Since;
+use crate::types::NodeId;
 use crate::types::Response;
 use crate::types::TypeConfig;
 
-/// What the rest of the node reads: the published snapshot and a signal when its version moves.
+/// How many recent versions the watch stream can resume from (besides the log, which openraft
+/// purges on its own schedule).
+pub const HISTORY_CAPACITY: usize = 20_000;
+
+/// What the rest of the node reads: the published snapshot, a signal when its version moves, the
+/// recent change events and every node id the cluster has ever had.
 pub struct Published {
     current: ArcSwap<Snapshot>,
     version_tx: watch::Sender<u64>,
+    history: Mutex<History>,
+    members_seen: ArcSwap<BTreeSet<NodeId>>,
 }
 
 impl Published {
-    fn new(initial: Snapshot) -> Self {
+    fn new(initial: Snapshot, members_seen: BTreeSet<NodeId>) -> Self {
         let version = initial.version();
         Self {
             current: ArcSwap::from_pointee(initial),
             version_tx: watch::channel(version).0,
+            history: Mutex::new(History::new(version, HISTORY_CAPACITY)),
+            members_seen: ArcSwap::from_pointee(members_seen),
+        }
+    }
+
+    /// Up to `max` change events after version `after` (or a gap: the reader must reload).
+    /// Not on the decision path: the lock is shared only with apply's short push.
+    pub fn changes_since(&self, after: u64, max: usize) -> Since {
+        match self.history.lock() {
+            Ok(h) => h.since(after, max),
+            Err(poisoned) => poisoned.into_inner().since(after, max),
+        }
+    }
+
+    /// Every node id that has ever been a member (voter or learner) of this cluster.
+    pub fn members_seen(&self) -> Arc<BTreeSet<NodeId>> {
+        self.members_seen.load_full()
+    }
+
+    fn record(&self, events: Vec<ChangeEvent>, reset_to: Option<u64>) {
+        let mut h = match self.history.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(v) = reset_to {
+            h.reset(v);
+        }
+        for e in events {
+            h.push(e);
+        }
+    }
+
+    fn see_members(&self, ids: impl IntoIterator<Item = NodeId>) {
+        let mut seen = (*self.members_seen.load_full()).clone();
+        let before = seen.len();
+        seen.extend(ids);
+        if seen.len() != before {
+            self.members_seen.store(Arc::new(seen));
         }
     }
 
@@ -83,6 +134,8 @@ impl Published {
 struct SnapshotFile {
     meta: SnapshotMetaOf<TypeConfig>,
     state: PersistedState,
+    /// Every node id ever a member up to this snapshot: removed ids are never accepted again.
+    members_seen: BTreeSet<NodeId>,
 }
 
 /// The openraft state machine over the engine.
@@ -98,7 +151,7 @@ impl StateMachine {
     pub fn open(dir: &Path) -> Result<Self, io::Error> {
         fs::create_dir_all(dir)?;
         let mut sm = Self {
-            published: Arc::new(Published::new(Snapshot::empty())),
+            published: Arc::new(Published::new(Snapshot::empty(), BTreeSet::new())),
             last_applied: None,
             last_membership: StoredMembershipOf::<TypeConfig>::default(),
             dir: dir.to_path_buf(),
@@ -113,7 +166,7 @@ impl StateMachine {
                 )
             })?;
             tracing::info!(version = snapshot.version(), file = %path.display(), "loaded snapshot");
-            sm.published = Arc::new(Published::new(snapshot));
+            sm.published = Arc::new(Published::new(snapshot, file.members_seen));
             sm.last_applied = file.meta.last_log_id;
             sm.last_membership = file.meta.last_membership;
         }
@@ -174,6 +227,7 @@ fn write_snapshot_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), io::E
 /// and membership it reflects, captured together.
 pub struct Builder {
     snapshot: Arc<Snapshot>,
+    members_seen: Arc<BTreeSet<NodeId>>,
     last_applied: Option<LogIdOf<TypeConfig>>,
     last_membership: StoredMembershipOf<TypeConfig>,
     dir: PathBuf,
@@ -190,12 +244,14 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             last_membership: self.last_membership.clone(),
         };
         let snapshot = self.snapshot.clone();
+        let members_seen = self.members_seen.clone();
         let dir = self.dir.clone();
         let file_meta = meta.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, io::Error> {
             let file = SnapshotFile {
                 meta: file_meta.clone(),
                 state: snapshot.to_persisted(),
+                members_seen: (*members_seen).clone(),
             };
             let bytes = encode(&file)?;
             let index = file_meta.last_log_id.map(|l| l.index()).unwrap_or(0);
@@ -229,18 +285,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut state: Arc<Snapshot> = self.published.load_full();
         let mut next: Option<Snapshot> = None;
         let mut responders = Vec::new();
+        let mut events = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
             let index = log_id.index();
             let base: &Snapshot = next.as_ref().unwrap_or(&state);
             let (after, outcome) = match &entry.payload {
-                EntryPayload::Normal(req) => base.apply(index, &req.0),
+                EntryPayload::Normal(req) => {
+                    let (after, outcome) = base.apply(index, &req.0);
+                    events.push(ChangeEvent::of_write(index, &req.0.command, &outcome));
+                    (after, outcome)
+                }
                 EntryPayload::Membership(m) => {
+                    self.published.see_members(m.nodes().map(|(id, _)| *id));
                     self.last_membership =
                         StoredMembershipOf::<TypeConfig>::new(Some(log_id), m.clone());
+                    events.push(ChangeEvent::internal(index, "membership"));
                     (base.at_version(index), Outcome::Applied)
                 }
-                EntryPayload::Blank => (base.at_version(index), Outcome::Applied),
+                EntryPayload::Blank => {
+                    events.push(ChangeEvent::internal(index, "leader_elected"));
+                    (base.at_version(index), Outcome::Applied)
+                }
             };
             if let Outcome::Rejected(e) = &outcome {
                 tracing::debug!(index, code = e.code.as_str(), "write rejected in apply");
@@ -254,6 +320,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(next) = next {
             state = Arc::new(next);
             // Publish before answering: a client that is told "version N" can read N here at once.
+            // Events first, so a watcher woken by the new version finds its event.
+            self.published.record(events, None);
             self.published.publish(state);
         }
         for (r, resp) in responders {
@@ -265,6 +333,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         Builder {
             snapshot: self.published.load_full(),
+            members_seen: self.published.members_seen(),
             last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             dir: self.dir.clone(),
@@ -279,19 +348,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let bytes = snapshot.into_inner();
         let dir = self.dir.clone();
         let index = meta.last_log_id.map(|l| l.index()).unwrap_or(0);
-        let restored = tokio::task::spawn_blocking(move || -> Result<Snapshot, io::Error> {
+        let (restored, seen) = tokio::task::spawn_blocking(move || -> Result<_, io::Error> {
             let file: SnapshotFile = decode(&bytes)?;
             let snap = Snapshot::from_persisted(&file.state).map_err(|e| {
                 io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {e}"))
             })?;
             write_snapshot_file(&dir, &snapshot_name(index), &bytes)?;
-            Ok(snap)
+            Ok((snap, file.members_seen))
         })
         .await
         .map_err(|e| io::Error::other(format!("install task: {e}")))??;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
+        self.published.see_members(seen);
+        self.published
+            .see_members(meta.last_membership.membership().nodes().map(|(id, _)| *id));
+        // The versions the snapshot skipped are not in the window: watchers behind it resync.
+        self.published.record(Vec::new(), Some(index));
         self.published.publish(Arc::new(restored.at_version(index)));
+        tracing::info!(version = index, "installed a snapshot from the leader");
         Ok(())
     }
 

@@ -50,3 +50,45 @@ openraft::declare_raft_types!(
 pub type NodeId = u64;
 /// The Raft handle type.
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
+
+/// A membership change, run on the leader (a follower forwards it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipOp {
+    /// Add a new node as a learner: it receives the log and serves decisions, but does not vote.
+    AddLearner {
+        /// A node id never used before in this cluster.
+        id: NodeId,
+        /// Its addresses.
+        info: NodeInfo,
+    },
+    /// Make exactly these nodes the voters; current voters left out are removed from the cluster.
+    SetVoters {
+        /// The new voter ids; each must already be a member (usually a caught-up learner).
+        ids: Vec<NodeId>,
+    },
+    /// Remove a voter or learner from the cluster for good; its id is never accepted again.
+    Remove {
+        /// The member to remove.
+        id: NodeId,
+    },
+    /// Hand leadership to another voter (a drain, or moving load).
+    TransferLeader {
+        /// The voter to lead.
+        to: NodeId,
+    },
+}
+
+/// What one member reports about itself to the others (for cluster status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// Its id.
+    pub id: NodeId,
+    /// The version of its published snapshot.
+    pub applied: u64,
+    /// Its current term.
+    pub term: u64,
+    /// The leader it knows.
+    pub leader: Option<NodeId>,
+    /// Whether it is draining or otherwise not ready, and why.
+    pub not_ready: Option<String>,
+}

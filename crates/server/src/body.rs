@@ -9,10 +9,22 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
+/// A JSON answer with its version in `Verdict-Version`.
+pub fn versioned(value: Value, version: u64) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut resp = axum::Json(value).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&version.to_string()) {
+        resp.headers_mut().insert(VERSION_HEADER, v);
+    }
+    resp
+}
+
 /// Header naming the snapshot version of a response.
 pub const VERSION_HEADER: &str = "verdict-version";
 /// Header asking for a snapshot at least this fresh.
 pub const MIN_VERSION_HEADER: &str = "verdict-min-version";
+/// Header carrying the id (UUIDv7) under which a single decision was logged.
+pub const DECISION_ID_HEADER: &str = "verdict-decision-id";
 
 /// Turns the body extraction result into bytes or a problem (413 over the cap).
 pub fn bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {

@@ -42,6 +42,28 @@ pub struct Config {
     /// API address and peer address). Exactly one node, the lowest id, initialises the cluster on
     /// first start; the others wait to be contacted. Unset: a one-member cluster of this node.
     pub initial_cluster: Option<String>,
+    /// Start without initialising anything and wait to be added to an existing cluster (as a
+    /// learner, `POST /v1/cluster/learners` on any member). Needs `cluster_secret`.
+    pub join: bool,
+    /// Readiness: more than this many committed log entries not yet applied here → not ready.
+    pub max_lag: u64,
+    /// Readiness: a follower that has not heard from the leader (or a leader that has not heard from
+    /// a quorum) for this many milliseconds is not ready.
+    pub max_leader_silence_ms: u64,
+    /// Refuse decisions with `503 stale` while not ready for a freshness reason (lag, no leader,
+    /// leader silent) instead of answering from possibly stale state. Draining never refuses.
+    pub fail_closed: bool,
+    /// Log entries kept behind a snapshot for lagging followers; further behind, a follower is sent
+    /// the snapshot.
+    pub keep_log_behind_snapshot: u64,
+    /// Most open watch streams (`GET /v1/watch`) at once; beyond it new ones get `503 overloaded`.
+    pub max_watchers: usize,
+    /// Decision logging, the `[decision_log]` table (with one `[[decision_log.sinks]]` table per
+    /// sink). Off by default, and then it costs the decision path one `Option` check. Every field
+    /// and the guarantee are in docs/decision-logs.md; the queue lives in `DATA_DIR/decision-log`
+    /// unless `dir` says otherwise.
+    #[serde(default)]
+    pub decision_log: verdict_decision_log::Config,
 }
 
 impl Default for Config {
@@ -61,6 +83,13 @@ impl Default for Config {
             cluster_secret: None,
             max_in_flight: 4096,
             initial_cluster: None,
+            join: false,
+            max_lag: 1000,
+            max_leader_silence_ms: 3000,
+            fail_closed: false,
+            keep_log_behind_snapshot: 1000,
+            max_watchers: 1024,
+            decision_log: verdict_decision_log::Config::default(),
         }
     }
 }
@@ -124,6 +153,39 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.peer_listen.port(), 8081);
         assert!(Config::from_toml_str("no_such_field = 1").is_err());
+    }
+
+    #[test]
+    fn parses_a_decision_log_table_and_keeps_it_off_by_default() {
+        assert!(!Config::default().decision_log.enabled);
+        let c = Config::from_toml_str(
+            r#"
+            node_id = 2
+
+            [decision_log]
+            enabled = true
+            fsync = "always"
+            when_full = "drop_newest"
+            mask = ["context.password"]
+
+            [[decision_log.sinks]]
+            type = "file"
+            path = "/var/log/verdict/decisions.ndjson"
+
+            [[decision_log.sinks]]
+            type = "unix"
+            path = "/run/verdict/decisions.sock"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.node_id, 2);
+        let d = &c.decision_log;
+        assert!(d.enabled);
+        assert_eq!(d.fsync, verdict_decision_log::FsyncMode::Always);
+        assert_eq!(d.when_full, verdict_decision_log::WhenFull::DropNewest);
+        assert_eq!(d.sinks.len(), 2);
+        assert_eq!(d.validate(), Ok(()));
+        assert!(Config::from_toml_str("[decision_log]\nenabeld = true").is_err());
     }
 
     #[test]

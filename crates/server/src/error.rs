@@ -95,6 +95,8 @@ fn title(code: &str) -> &'static str {
         "stale" => "Node is behind the requested version",
         "no_leader" => "No leader",
         "overloaded" => "Overloaded",
+        "decision_log_unavailable" => "Decision could not be logged",
+        "decision_log_record_too_large" => "Decision record too large to log",
         _ => "Internal error",
     }
 }

@@ -31,15 +31,20 @@ use axum::Router;
 pub use config::Config;
 use tokio::net::TcpListener;
 use verdict_cluster::Bootstrap;
+use verdict_cluster::Limits;
 use verdict_cluster::Node;
 use verdict_cluster::NodeInfo;
 use verdict_cluster::NodeOptions;
+use verdict_decision_log::DecisionLog;
 
 use crate::error::ApiError;
 use crate::routes::admin;
+use crate::routes::cluster;
 use crate::routes::decide;
+use crate::routes::decision_log;
 use crate::routes::health;
 use crate::routes::peer;
+use crate::routes::watch;
 use crate::state::AppState;
 use crate::state::Metrics;
 use crate::state::Shared;
@@ -128,7 +133,21 @@ pub fn api_router(state: Shared) -> Router {
                 .delete(admin::delete_entities),
         )
         .route("/v1/entities/{type}/{id}", get(admin::get_entity))
-        .route("/v1/cluster", get(health::cluster))
+        .route("/v1/cluster", get(cluster::status))
+        .route("/v1/cluster/learners", post(cluster::add_learner))
+        .route(
+            "/v1/cluster/voters",
+            axum::routing::put(cluster::set_voters),
+        )
+        .route(
+            "/v1/cluster/members/{id}",
+            axum::routing::delete(cluster::remove_member),
+        )
+        .route(
+            "/v1/cluster/transfer-leader",
+            post(cluster::transfer_leader),
+        )
+        .route("/v1/node/drain", post(cluster::drain))
         .layer(DefaultBodyLimit::max(state.config.max_admin_body));
     let limited = decisions
         .merge(admin)
@@ -140,6 +159,10 @@ pub fn api_router(state: Shared) -> Router {
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        // Monitoring, like /metrics: not behind `max_in_flight`.
+        .route("/v1/decision-logs/status", get(decision_log::status))
+        // Long-lived streams: bounded by their own limit (`max_watchers`), not `max_in_flight`.
+        .route("/v1/watch", get(watch::watch))
         .route(
             "/.well-known/authzen-configuration",
             get(decide::well_known),
@@ -178,6 +201,26 @@ pub async fn run(
             config.peer_listen
         )
     })?;
+    // Opened before Raft so that a bad `[decision_log]` table stops start-up before anything else
+    // runs; the queue recovers (cuts a torn tail) here.
+    let decision_log = if config.decision_log.enabled {
+        let log = DecisionLog::open(&config.decision_log, config.node_id, &config.data_dir)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot start decision logging: {e}; fix the `[decision_log]` table of the config file (docs/decision-logs.md)")
+            })?;
+        let status = log.status();
+        tracing::info!(
+            last_seq = status.last_seq,
+            queued = status.queue.records,
+            truncated_bytes = status.queue.truncated_at_open,
+            sinks = status.sinks.len(),
+            "decision logging on"
+        );
+        Some(log)
+    } else {
+        None
+    };
     let info = NodeInfo {
         api_addr: config
             .advertise_api
@@ -190,6 +233,19 @@ pub async fn run(
     };
     let secret = cluster_secret(&config);
     let bootstrap = match &config.initial_cluster {
+        None if config.join => {
+            if config.cluster_secret.is_none() {
+                anyhow::bail!(
+                    "--join needs the cluster's shared --cluster-secret (or VERDICT_CLUSTER_SECRET)"
+                );
+            }
+            Bootstrap::Join
+        }
+        Some(_) if config.join => {
+            anyhow::bail!(
+                "--join and --initial-cluster exclude each other: a joining node is added later by the cluster"
+            );
+        }
         None => Bootstrap::Single,
         Some(spec) => {
             let members = config::parse_initial_cluster(spec)?;
@@ -227,6 +283,11 @@ pub async fn run(
         cluster_secret: secret.clone(),
         bootstrap,
         snapshot_every: config.snapshot_every,
+        keep_log_behind_snapshot: config.keep_log_behind_snapshot,
+        limits: Limits {
+            max_lag: config.max_lag,
+            max_leader_silence: Duration::from_millis(config.max_leader_silence_ms),
+        },
     })
     .await
     .map_err(|e| {
@@ -236,22 +297,28 @@ pub async fn run(
         )
     })?;
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state: Shared = Arc::new(AppState {
+        node: node.clone(),
+        config: config.clone(),
+        metrics: Metrics::default(),
+        stale: AtomicBool::new(false),
+        watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers.max(1))),
+        stopping: stop_rx.clone(),
+        decision_log: decision_log.clone(),
+    });
     let peer_app = Router::new()
         .route("/raft/{rpc}", post(peer::rpc))
         .layer(DefaultBodyLimit::max(512 * 1024 * 1024))
         .with_state(peer::PeerState {
             service: node.peer_service(),
             secret: Arc::new(secret),
+            state: state.clone(),
         });
-    let state: Shared = Arc::new(AppState {
-        node: node.clone(),
-        config: config.clone(),
-        metrics: Metrics::default(),
-        draining: AtomicBool::new(false),
-    });
+    // Freshness is re-checked in the background so the decision path reads one flag.
+    let monitor = tokio::spawn(state::watch_freshness(state.clone()));
     let app = api_router(state);
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -269,8 +336,18 @@ pub async fn run(
         std::future::IntoFuture::into_future(api),
         std::future::IntoFuture::into_future(peers)
     );
-    // Shutdown order: listeners have stopped taking requests; now stop Raft (its storage flushes on
-    // every acknowledged operation, so nothing acknowledged is left in memory).
+    // Shutdown order: listeners have stopped taking requests, so no decision is being answered;
+    // write and fsync what the decision log still buffers (records unacknowledged by a sink stay
+    // queued for the next start), then stop Raft (its storage flushes on every acknowledged
+    // operation, so nothing acknowledged is left in memory).
+    monitor.abort();
+    if let Some(log) = &decision_log {
+        match tokio::time::timeout(Duration::from_secs(10), log.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "decision log shutdown"),
+            Err(_) => tracing::error!("decision log did not shut down within 10 s"),
+        }
+    }
     let _ = tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await;
     a?;
     p?;

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
 use verdict_cluster::Node;
+use verdict_decision_log::DecisionLog;
 use verdict_engine::Outcome;
 use verdict_engine::Write;
 
@@ -30,6 +31,13 @@ pub struct Metrics {
     pub writes_ok: AtomicU64,
     /// Writes refused.
     pub writes_rejected: AtomicU64,
+    /// Peer RPCs refused for a missing or wrong cluster secret.
+    pub peer_refused: AtomicU64,
+    /// Decisions refused because the node may be stale (`fail_closed`).
+    pub decisions_stale: AtomicU64,
+    /// Decision requests refused because a decision the configuration says must be logged could
+    /// not be (queue full under `when_full = "block"`, fsync too slow, log shut down).
+    pub decisions_unlogged: AtomicU64,
 }
 
 impl Metrics {
@@ -47,8 +55,35 @@ pub struct AppState {
     pub config: Config,
     /// Counters.
     pub metrics: Metrics,
-    /// Set by drain: /readyz answers 503 so the load balancer stops sending traffic.
-    pub draining: AtomicBool,
+    /// Whether this node's state may be stale (see `Node::stale_reason`); refreshed in the
+    /// background so decisions read one flag when `fail_closed` is on.
+    pub stale: AtomicBool,
+    /// Open watch streams.
+    pub watchers: Arc<tokio::sync::Semaphore>,
+    /// Becomes `true` when the node shuts down; long-lived streams end on it.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The decision log, when `[decision_log] enabled = true`. `None` keeps the decision path to
+    /// one check of this option.
+    pub decision_log: Option<DecisionLog>,
+}
+
+/// Refreshes `AppState::stale` every 100 ms until the node stops.
+pub async fn watch_freshness(state: Shared) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was: Option<String> = None;
+    loop {
+        tick.tick().await;
+        let reason = state.node.stale_reason();
+        state.stale.store(reason.is_some(), Ordering::Relaxed);
+        if reason.is_some() != was.is_some() {
+            match &reason {
+                Some(r) => tracing::warn!(reason = %r, "node state may be stale"),
+                None => tracing::info!("node state fresh again"),
+            }
+        }
+        was = reason;
+    }
 }
 
 /// The handle handlers receive.
@@ -67,8 +102,18 @@ impl AppState {
     /// answers its version. Invalid writes never reach the log.
     pub async fn propose(&self, mut write: Write) -> Result<u64, ApiError> {
         write.stamped_ms = now_ms();
-        // Checked before proposing; apply re-checks against the state at its own position.
-        match self.node.published().load().check(&write) {
+        // Checked before proposing; apply re-checks against the state at its own position. A
+        // follower's state may trail the leader's, so there `If-Match` is left to apply alone
+        // (checking it here could refuse a write that holds on the leader).
+        let is_leader = self.node.is_leader();
+        let checked = if is_leader || write.if_match.is_none() {
+            self.node.published().load().check(&write)
+        } else {
+            let mut unconditional = write.clone();
+            unconditional.if_match = None;
+            self.node.published().load().check(&unconditional)
+        };
+        match checked {
             Ok(Some(first)) => return Ok(first),
             Ok(None) => {}
             Err(e) => {
@@ -115,15 +160,19 @@ impl AppState {
         if self.node.published().load().version() >= version {
             return Ok(());
         }
-        let status = self.node.status();
-        if status.is_leader && version > status.last_log_index {
-            return Err(ApiError::bad_request(
-                "future_version",
-                format!(
-                    "Verdict-Min-Version {version} has not been produced by any write; the newest version is {}: send a version a write answered",
-                    status.last_log_index
-                ),
-            ));
+        // Fail fast only where "no write produced it" is certain: on a leader a quorum confirmed
+        // within less than an election timeout (a restarted or deposed leader may still think it
+        // leads, with a shorter log than the real one).
+        if self.node.leads_confirmed(Duration::from_millis(250)) {
+            let last = self.node.status().last_log_index;
+            if version > last {
+                return Err(ApiError::bad_request(
+                    "future_version",
+                    format!(
+                        "Verdict-Min-Version {version} has not been produced by any write; the newest version is {last}: send a version a write answered"
+                    ),
+                ));
+            }
         }
         let mut rx = self.node.published().subscribe();
         let wait = Duration::from_millis(self.config.min_version_wait_ms);

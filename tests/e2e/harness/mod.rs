@@ -2,6 +2,7 @@
 //! decisions against the examples' expectations.
 
 mod api;
+pub mod cluster;
 mod expect;
 mod node;
 
@@ -12,12 +13,11 @@ pub use node::Node;
 use std::process::Output;
 use std::time::Duration;
 
-/// Runs the `verdict` CLI with `VERDICT_URL` pointing at `node`; panics if it does not finish
-/// within a minute.
-pub async fn cli(node: &Node, args: &[&str]) -> Output {
+/// Runs the `verdict` CLI with `VERDICT_URL` = `url`; panics if it does not finish within a minute.
+pub async fn cli_at(url: &str, args: &[&str]) -> Output {
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_verdict"))
         .args(args)
-        .env("VERDICT_URL", node.url())
+        .env("VERDICT_URL", url)
         .kill_on_drop(true)
         .output();
     match tokio::time::timeout(Duration::from_secs(60), run).await {
@@ -29,9 +29,14 @@ pub async fn cli(node: &Node, args: &[&str]) -> Output {
 
 /// Runs the CLI with `--output json`, asserts success and returns the parsed stdout.
 pub async fn cli_json(node: &Node, args: &[&str]) -> serde_json::Value {
+    cli_json_at(&node.url(), args).await
+}
+
+/// [`cli_json`] against any URL.
+pub async fn cli_json_at(url: &str, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["--output", "json"];
     all.extend_from_slice(args);
-    let out = cli(node, &all).await;
+    let out = cli_at(url, &all).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -26,13 +26,35 @@ pub struct Node {
     api_addr: SocketAddr,
     peer_addr: SocketAddr,
     api: Api,
+    /// A TOML config file passed with `--config` on every start (the flags still override it).
+    config: Option<PathBuf>,
 }
 
 impl Node {
     /// Spawns a node on a fresh data directory and waits until it is ready.
     pub async fn start() -> Node {
+        let mut node = Node::new();
+        node.spawn();
+        node.wait_ready().await;
+        node
+    }
+
+    /// [`Node::start`] with a TOML config file (written next to the node's logs and passed with
+    /// `--config` on every start, restarts included); the harness's flags override its data
+    /// directory and listeners.
+    pub async fn start_with_config(toml: &str) -> Node {
+        let mut node = Node::new();
+        let path = node.logs.path().join("config.toml");
+        std::fs::write(&path, toml).expect("write the node's config file");
+        node.config = Some(path);
+        node.spawn();
+        node.wait_ready().await;
+        node
+    }
+
+    fn new() -> Node {
         let (api_addr, peer_addr) = free_ports();
-        let mut node = Node {
+        Node {
             child: None,
             data: TempDir::with_prefix("verdict-e2e-data-").expect("create data dir"),
             logs: TempDir::with_prefix("verdict-e2e-logs-").expect("create log dir"),
@@ -40,10 +62,8 @@ impl Node {
             api_addr,
             peer_addr,
             api: Api::new(&format!("http://{api_addr}")),
-        };
-        node.spawn();
-        node.wait_ready().await;
-        node
+            config: None,
+        }
     }
 
     /// The HTTP API of the current process (a new connection pool after every restart).
@@ -78,8 +98,12 @@ impl Node {
         let log_path = self.log_path();
         let log = File::create(&log_path).expect("create node log");
         let err = log.try_clone().expect("clone log handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_verdict"))
-            .arg("serve")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_verdict"));
+        command.arg("serve");
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .arg("--data-dir")
             .arg(self.data.path())
             .arg("--listen")

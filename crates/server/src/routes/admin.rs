@@ -10,7 +10,6 @@ use axum::http::HeaderMap;
 use axum::http::HeaderValue;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::Json;
 use serde_json::json;
 use serde_json::Value;
 use verdict_engine::entity::uid_from_parts;
@@ -21,10 +20,10 @@ use crate::body;
 use crate::error::ApiError;
 use crate::state::Shared;
 
+/// [`body::versioned`] plus the version as `ETag`, for `If-Match`.
 fn versioned(value: Value, version: u64) -> Response {
-    let mut resp = Json(value).into_response();
+    let mut resp = body::versioned(value, version);
     if let Ok(v) = HeaderValue::from_str(&version.to_string()) {
-        resp.headers_mut().insert(body::VERSION_HEADER, v.clone());
         resp.headers_mut().insert(header::ETAG, v);
     }
     resp

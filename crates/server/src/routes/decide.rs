@@ -20,6 +20,7 @@ use verdict_engine::Snapshot;
 
 use crate::body;
 use crate::error::ApiError;
+use crate::routes::decision_log;
 use crate::state::Metrics;
 use crate::state::Shared;
 
@@ -61,6 +62,40 @@ fn with_version(mut resp: Response, version: u64) -> Response {
     resp
 }
 
+/// A JSON response body, serialised here rather than by `Json` so that the value can be used
+/// (moved into a decision record) afterwards.
+struct JsonBody(Vec<u8>);
+
+impl IntoResponse for JsonBody {
+    fn into_response(self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
+fn json_body(value: &Value) -> Result<JsonBody, ApiError> {
+    serde_json::to_vec(value)
+        .map(JsonBody)
+        .map_err(|e| ApiError::internal(format!("cannot serialise the answer: {e}")))
+}
+
+fn with_decision_id(mut resp: Response, id: Option<String>) -> Response {
+    if let Some(v) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        resp.headers_mut().insert(body::DECISION_ID_HEADER, v);
+    }
+    resp
+}
+
+fn micros_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Common request checks: JSON content type, body, min-version wait. Returns the parsed object and
 /// the snapshot to decide on.
 async fn prepare(
@@ -91,6 +126,17 @@ async fn prepare(
     if let Some(min) = body::u64_header(headers, body::MIN_VERSION_HEADER)? {
         state.wait_for_version(min).await?;
     }
+    // The flag is refreshed every 100 ms; when it says stale, confirm now (it may just have
+    // caught up) and refuse only if the node is still stale.
+    if state.config.fail_closed && state.stale.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(reason) = state.node.stale_reason() {
+            Metrics::inc(&state.metrics.decisions_stale);
+            return Err(ApiError::unavailable(
+                "stale",
+                format!("this node refuses decisions while its state may be stale (fail_closed): {reason}; ask another node"),
+            ));
+        }
+    }
     Ok((obj, state.node.published().load()))
 }
 
@@ -117,6 +163,29 @@ fn count(state: &Shared, d: &Decision) {
     }
 }
 
+/// Logs a single decision before it is answered, if logging is on and wants it: the id it was
+/// logged under. Off, this is one `Option` check.
+async fn log_single(
+    state: &Shared,
+    request: Map<String, Value>,
+    d: &Decision,
+    answer: Value,
+    started: Instant,
+) -> Result<Option<String>, ApiError> {
+    let Some(log) = &state.decision_log else {
+        return Ok(None);
+    };
+    if !log.wants(d.allow) {
+        return Ok(None);
+    }
+    let request = decision_log::logged_single_request(request);
+    let reasons = decision_log::take_reasons(answer);
+    let record = decision_log::record(d, request, reasons, micros_since(started));
+    decision_log::append(log, record)
+        .await
+        .inspect_err(|_| Metrics::inc(&state.metrics.decisions_unlogged))
+}
+
 /// `POST /access/v1/evaluation`.
 pub async fn evaluation(
     State(state): State<Shared>,
@@ -127,18 +196,21 @@ pub async fn evaluation(
     let result = async {
         let (obj, snapshot) = prepare(&state, &headers, raw).await?;
         let d = evaluate(&snapshot, &obj, None)?;
-        Ok::<_, ApiError>(d)
+        // Serialised first, so that the record can take the answer's reasons without copying.
+        let answer = decision_json(&d);
+        let body = json_body(&answer)?;
+        let id = log_single(&state, obj, &d, answer, started).await?;
+        Ok::<_, ApiError>((d, body, id))
     }
     .await;
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     state
         .metrics
         .decision_micros
-        .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(micros_since(started), std::sync::atomic::Ordering::Relaxed);
     match result {
-        Ok(d) => {
+        Ok((d, body, id)) => {
             count(&state, &d);
-            with_version(Json(decision_json(&d)).into_response(), d.version)
+            with_decision_id(with_version(body.into_response(), d.version), id)
         }
         Err(e) => {
             Metrics::inc(&state.metrics.decisions_error);
@@ -206,20 +278,45 @@ pub async fn evaluations(
         if items.is_empty() {
             // AuthZEN 1.0 §7.1: no (or an empty) `evaluations` array behaves as the single
             // Access Evaluation request, answered with a single decision.
+            let started = Instant::now();
             let d = evaluate(&snapshot, &obj, None)?;
+            let answer = decision_json(&d);
+            let body = json_body(&answer)?;
+            let id = log_single(&state, obj, &d, answer, started).await?;
             count(&state, &d);
-            return Ok((decision_json(&d), snapshot.version()));
+            return Ok((body, snapshot.version(), id));
         }
+        let log = state.decision_log.as_ref();
+        // Decisions to log: (item index, record). Items that could not be evaluated are answered
+        // like a 400 inside the batch, not as decisions, and are not logged.
+        let mut records = Vec::new();
+        // Counted once the batch is answered (a failed append answers none of it).
+        let (mut allows, mut denies) = (0, 0);
         let mut out = Vec::with_capacity(items.len());
         for item in &items {
+            let started = log.map(|_| Instant::now());
             let result = match item {
                 Value::Object(m) => evaluate(&snapshot, m, Some(&obj)),
                 _ => Err(ApiError::bad_request("invalid_json", "each evaluation must be an object")),
             };
             let (value, allow) = match result {
                 Ok(d) => {
-                    count(&state, &d);
-                    (decision_json(&d), Some(d.allow))
+                    let answer = decision_json(&d);
+                    if let (Some(log), Some(started), Value::Object(m)) = (log, started, item) {
+                        if log.wants(d.allow) {
+                            let request = decision_log::logged_request(m, Some(&obj));
+                            let latency = micros_since(started);
+                            let reasons = decision_log::reasons_of(&answer);
+                            let record = decision_log::record(&d, request, reasons, latency);
+                            records.push((out.len(), record));
+                        }
+                    }
+                    if d.allow {
+                        allows += 1;
+                    } else {
+                        denies += 1;
+                    }
+                    (answer, Some(d.allow))
                 }
                 Err(e) => (
                     json!({"decision": false, "context": {"version": snapshot.version(), "error": {"code": e.code, "detail": e.detail}}}),
@@ -236,11 +333,31 @@ pub async fn evaluations(
                 break;
             }
         }
-        Ok((json!({"evaluations": out}), snapshot.version()))
+        if let (Some(log), false) = (log, records.is_empty()) {
+            let (at, records): (Vec<usize>, Vec<_>) = records.into_iter().unzip();
+            let ids = decision_log::append_all(log, records)
+                .await
+                .inspect_err(|_| Metrics::inc(&state.metrics.decisions_unlogged))?;
+            // A batch answers each logged item's id in its own context: a header list would
+            // have to hold places for items not logged (errors, sampling, drops).
+            for (i, id) in at.into_iter().zip(ids) {
+                let context = out.get_mut(i).and_then(|v| v.get_mut("context"));
+                if let (Some(Value::Object(c)), Some(id)) = (context, id) {
+                    c.insert("decision_id".into(), Value::String(id));
+                }
+            }
+        }
+        let m = &state.metrics;
+        m.decisions_allow.fetch_add(allows, std::sync::atomic::Ordering::Relaxed);
+        m.decisions_deny.fetch_add(denies, std::sync::atomic::Ordering::Relaxed);
+        let body = json_body(&json!({"evaluations": out}))?;
+        Ok((body, snapshot.version(), None))
     }
     .await;
     match result {
-        Ok((v, version)) => with_version(Json(v).into_response(), version),
+        Ok((body, version, id)) => {
+            with_decision_id(with_version(body.into_response(), version), id)
+        }
         Err(e) => {
             Metrics::inc(&state.metrics.decisions_error);
             e.into_response()

@@ -12,6 +12,9 @@ use axum::response::Response;
 use axum::Json;
 use serde_json::json;
 
+use verdict_decision_log::metrics::SinkStatus;
+use verdict_decision_log::Status;
+
 use crate::state::Shared;
 
 /// `GET /livez`: the process is up.
@@ -21,23 +24,7 @@ pub async fn livez() -> Response {
 
 /// The reason this node is not ready, if any.
 pub fn not_ready_reason(state: &Shared) -> Option<String> {
-    if state.draining.load(Ordering::Relaxed) {
-        return Some("draining".into());
-    }
-    let s = state.node.status();
-    if let Err(e) = s.running {
-        return Some(format!("raft stopped: {e}"));
-    }
-    if s.leader.is_none() {
-        return Some("no leader is known".into());
-    }
-    if s.applied < s.committed {
-        return Some(format!(
-            "recovering: applied {} of {} committed",
-            s.applied, s.committed
-        ));
-    }
-    None
+    state.node.not_ready_reason()
 }
 
 /// `GET /readyz`.
@@ -106,6 +93,36 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         ],
     );
     line(
+        "verdict_peer_rpcs_refused_total",
+        "counter",
+        "Peer RPCs refused for a missing or wrong cluster secret.",
+        &[("", m.peer_refused.load(Ordering::Relaxed))],
+    );
+    line(
+        "verdict_decisions_refused_stale_total",
+        "counter",
+        "Decisions refused because the node may be stale (fail_closed).",
+        &[("", m.decisions_stale.load(Ordering::Relaxed))],
+    );
+    line(
+        "verdict_decisions_refused_unlogged_total",
+        "counter",
+        "Decision requests refused because a decision that must be logged could not be.",
+        &[("", m.decisions_unlogged.load(Ordering::Relaxed))],
+    );
+    line(
+        "verdict_apply_lag_entries",
+        "gauge",
+        "Committed log entries not yet applied here.",
+        &[("", s.committed.saturating_sub(s.applied))],
+    );
+    line(
+        "verdict_ready",
+        "gauge",
+        "1 if /readyz would answer 200.",
+        &[("", u64::from(state.node.not_ready_reason().is_none()))],
+    );
+    line(
         "verdict_applied_version",
         "gauge",
         "Version of the published snapshot.",
@@ -147,26 +164,151 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "Stored entities.",
         &[("", snap.entity_count() as u64)],
     );
+    if let Some(log) = &state.decision_log {
+        decision_log_metrics(&mut out, &log.status());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-/// `GET /v1/cluster`: members, leader, term and this node's applied version.
-pub async fn cluster(State(state): State<Shared>) -> Response {
-    let s = state.node.status();
-    let members: Vec<_> = s
-        .members
-        .iter()
-        .map(|(id, info, voter)| {
-            json!({"id": id, "api_addr": info.api_addr, "peer_addr": info.peer_addr,
-                   "role": if *voter {"voter"} else {"learner"}})
-        })
-        .collect();
-    Json(json!({
-        "node_id": s.id,
-        "leader": s.leader,
-        "term": s.term,
-        "members": members,
-        "nodes": [{"id": s.id, "applied_version": s.applied, "committed": s.committed, "last_log_index": s.last_log_index}],
-    }))
-    .into_response()
+/// The decision log's figures (only when logging is on): queue depth, age, per-sink progress and
+/// drops by reason.
+fn decision_log_metrics(out: &mut String, s: &Status) {
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let one = |v: u64| [(String::new(), v)];
+    let q = &s.queue;
+    family(
+        "verdict_decision_log_appended_total",
+        "counter",
+        "Records accepted into the decision-log queue since start.",
+        &one(s.appended),
+    );
+    family(
+        "verdict_decision_log_last_seq",
+        "gauge",
+        "Highest decision-log sequence assigned.",
+        &one(s.last_seq),
+    );
+    family(
+        "verdict_decision_log_durable_seq",
+        "gauge",
+        "Highest decision-log sequence fsynced.",
+        &one(s.durable_seq),
+    );
+    family(
+        "verdict_decision_log_queue_records",
+        "gauge",
+        "Records stored in the decision-log queue.",
+        &one(q.records),
+    );
+    family(
+        "verdict_decision_log_queue_unacknowledged_records",
+        "gauge",
+        "Records some sink has not acknowledged.",
+        &one(q.unacknowledged),
+    );
+    family(
+        "verdict_decision_log_queue_bytes",
+        "gauge",
+        "Bytes in the decision-log queue (on disk plus waiting to be written).",
+        &one(q.bytes),
+    );
+    family(
+        "verdict_decision_log_queue_max_bytes",
+        "gauge",
+        "Configured maximum of the decision-log queue.",
+        &one(q.max_bytes),
+    );
+    family(
+        "verdict_decision_log_queue_segments",
+        "gauge",
+        "Segment files of the decision-log queue.",
+        &one(q.segments),
+    );
+    family(
+        "verdict_decision_log_oldest_unacked_age_milliseconds",
+        "gauge",
+        "Age of the oldest record a sink has read but not had acknowledged (0: all caught up).",
+        &one(q.oldest_unacked_age_ms.unwrap_or(0)),
+    );
+    let d = &s.drops;
+    let drops = [
+        ("queue_full", d.queue_full),
+        ("evicted", d.evicted),
+        ("block_timeout", d.block_timeout),
+        ("write_failed", d.write_failed),
+        ("retries_exhausted", d.retries_exhausted),
+        ("corrupt", d.corrupt),
+    ];
+    family(
+        "verdict_decision_log_drops_total",
+        "counter",
+        "Decision records not delivered, by reason.",
+        &drops.map(|(reason, v)| (format!("{{reason=\"{reason}\"}}"), v)),
+    );
+    let per_sink = |f: fn(&SinkStatus) -> u64| -> Vec<(String, u64)> {
+        s.sinks
+            .iter()
+            .map(|k| (format!("{{sink=\"{}\"}}", label(&k.name)), f(k)))
+            .collect()
+    };
+    family(
+        "verdict_decision_log_sink_lag_records",
+        "gauge",
+        "Records appended but not yet acknowledged by the sink.",
+        &per_sink(|k| k.lag),
+    );
+    family(
+        "verdict_decision_log_sink_acked_seq",
+        "gauge",
+        "Highest sequence the sink acknowledged.",
+        &per_sink(|k| k.acked_seq),
+    );
+    family(
+        "verdict_decision_log_sink_delivered_total",
+        "counter",
+        "Records the sink acknowledged since start.",
+        &per_sink(|k| k.delivered),
+    );
+    family(
+        "verdict_decision_log_sink_retries_total",
+        "counter",
+        "Failed delivery attempts of the sink since start.",
+        &per_sink(|k| k.retries),
+    );
+    family(
+        "verdict_decision_log_sink_oldest_unacked_age_milliseconds",
+        "gauge",
+        "Age of the oldest record the sink has read but not had acknowledged (0: caught up).",
+        &per_sink(|k| k.oldest_unacked_age_ms.unwrap_or(0)),
+    );
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("file:/var/log/d.ndjson"), "file:/var/log/d.ndjson");
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -1,6 +1,9 @@
 //! HTTP routes, one module per area.
 
 pub mod admin;
+pub mod cluster;
 pub mod decide;
+pub mod decision_log;
 pub mod health;
 pub mod peer;
+pub mod watch;

@@ -18,6 +18,8 @@ pub struct PeerState {
     pub service: PeerService,
     /// The expected cluster secret.
     pub secret: std::sync::Arc<String>,
+    /// The node's shared state (for counting refusals).
+    pub state: crate::state::Shared,
 }
 
 /// `POST /raft/{rpc}`.
@@ -32,11 +34,15 @@ pub async fn rpc(
         .map(|v| v.as_bytes())
         .unwrap_or_default();
     if !bool::from(given.ct_eq(state.secret.as_bytes())) {
+        crate::state::Metrics::inc(&state.state.metrics.peer_refused);
         tracing::warn!(rpc, "peer RPC refused: wrong or missing cluster secret");
         return (StatusCode::UNAUTHORIZED, "cluster secret required").into_response();
     }
     match state.service.handle(&rpc, &body).await {
         Ok(bytes) => bytes.into_response(),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            (StatusCode::FORBIDDEN, e.to_string()).into_response()
+        }
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
 }

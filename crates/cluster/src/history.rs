@@ -1,0 +1,253 @@
+//! What changed at each applied version, for the watch stream: a bounded, in-memory window of recent
+//! versions. Every applied log entry gets one event (writes, rejected writes, membership changes and
+//! the leader's blank entries alike), so versions in the window are contiguous and a reader can tell
+//! a gap (resync needed) from "nothing happened".
+//!
+//! The window is rebuilt after a restart from the log tail openraft replays; versions at or below the
+//! loaded snapshot (or an installed one) are not in it, and a reader asking for them is told to resync.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::Serialize;
+use verdict_engine::Command;
+use verdict_engine::Outcome;
+
+/// At most this many ids are listed per change; more set `truncated`.
+pub const MAX_IDS_PER_EVENT: usize = 1000;
+
+/// One applied version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// The version (log index).
+    pub version: u64,
+    /// What the entry was: a write's kind (`put_policy`, `upsert_entities`, …), `membership` or
+    /// `leader_elected` (the blank entry a new leader commits).
+    pub kind: String,
+    /// Whether the state changed. A write refused in apply (e.g. `If-Match` no longer held) or a
+    /// retried idempotent write is `false`.
+    pub changed: bool,
+    /// The policy ids written or deleted (empty for a whole-set replacement: refetch all).
+    pub policies: Vec<String>,
+    /// The entity uids written or deleted, as `Type::"id"` (empty for a whole-set replacement).
+    pub entities: Vec<String>,
+    /// The schema changed.
+    pub schema: bool,
+    /// Every policy, or every entity, was replaced: drop all cached decisions.
+    pub replaced_all: bool,
+    /// More ids changed than are listed.
+    pub truncated: bool,
+}
+
+impl ChangeEvent {
+    fn empty(version: u64, kind: &str) -> Self {
+        Self {
+            version,
+            kind: kind.to_string(),
+            changed: false,
+            policies: Vec::new(),
+            entities: Vec::new(),
+            schema: false,
+            replaced_all: false,
+            truncated: false,
+        }
+    }
+
+    /// A non-write entry: a membership change or a new leader's blank entry.
+    pub fn internal(version: u64, kind: &str) -> Self {
+        Self::empty(version, kind)
+    }
+
+    /// The event for a write applied at `version` with `outcome`.
+    pub fn of_write(version: u64, command: &Command, outcome: &Outcome) -> Self {
+        let mut e = Self::empty(version, command.kind());
+        if !matches!(outcome, Outcome::Applied) {
+            return e;
+        }
+        e.changed = true;
+        match command {
+            Command::PutPolicy { id, .. } | Command::DeletePolicy { id } => {
+                e.policies.push(id.clone());
+            }
+            Command::ReplacePoliciesText { .. } | Command::ReplacePoliciesMap { .. } => {
+                e.replaced_all = true;
+            }
+            Command::PutSchema { .. } | Command::DeleteSchema => e.schema = true,
+            Command::UpsertEntities { json } => {
+                let (uids, truncated) = uids_in(json);
+                e.entities = uids;
+                e.truncated = truncated;
+            }
+            Command::DeleteEntities { uids } => {
+                e.truncated = uids.len() > MAX_IDS_PER_EVENT;
+                e.entities = uids
+                    .iter()
+                    .take(MAX_IDS_PER_EVENT)
+                    .map(|(t, i)| uid_text(t, i))
+                    .collect();
+            }
+            Command::ReplaceEntities { .. } => e.replaced_all = true,
+        }
+        e
+    }
+}
+
+fn uid_text(ty: &str, id: &str) -> String {
+    format!("{ty}::{}", serde_json::Value::String(id.to_string()))
+}
+
+/// The uids of an entity array (already validated before it was proposed), reading only `uid`.
+fn uids_in(json: &str) -> (Vec<String>, bool) {
+    #[derive(Deserialize)]
+    struct Uid {
+        #[serde(rename = "type")]
+        ty: String,
+        id: String,
+    }
+    #[derive(Deserialize)]
+    struct Only {
+        uid: Uid,
+    }
+    match serde_json::from_str::<Vec<Only>>(json) {
+        Ok(list) => {
+            let truncated = list.len() > MAX_IDS_PER_EVENT;
+            let uids = list
+                .iter()
+                .take(MAX_IDS_PER_EVENT)
+                .map(|o| uid_text(&o.uid.ty, &o.uid.id))
+                .collect();
+            (uids, truncated)
+        }
+        // Cedar also accepts `{"__entity": {…}}` uids; such writes list no ids but say so.
+        Err(_) => (Vec::new(), true),
+    }
+}
+
+/// The window of recent events.
+#[derive(Debug)]
+pub struct History {
+    events: VecDeque<Arc<ChangeEvent>>,
+    /// The version the next pushed event must have (one past the newest).
+    next: u64,
+    capacity: usize,
+}
+
+/// What a reader asking for the events after a version gets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Since {
+    /// The events after the asked version, oldest first (possibly none yet).
+    Events(Vec<Arc<ChangeEvent>>),
+    /// The asked version is older than the window: the reader must reload its state. `oldest` is
+    /// the oldest version still listed (its predecessor is the oldest a reader can resume from).
+    Gap {
+        /// Oldest version in the window, if any.
+        oldest: Option<u64>,
+    },
+}
+
+impl History {
+    /// An empty window whose first event will be `after + 1`.
+    pub fn new(after: u64, capacity: usize) -> Self {
+        Self {
+            events: VecDeque::new(),
+            next: after + 1,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Appends the event of the next version. An event that does not continue the window (after a
+    /// snapshot install jumped ahead) restarts the window at it.
+    pub fn push(&mut self, event: ChangeEvent) {
+        if event.version < self.next {
+            return;
+        }
+        if event.version != self.next {
+            self.events.clear();
+        }
+        self.next = event.version + 1;
+        self.events.push_back(Arc::new(event));
+        while self.events.len() > self.capacity {
+            self.events.pop_front();
+        }
+    }
+
+    /// Restarts the window after `version` (a snapshot was installed).
+    pub fn reset(&mut self, version: u64) {
+        self.events.clear();
+        self.next = version + 1;
+    }
+
+    /// Up to `max` events with versions greater than `after`.
+    pub fn since(&self, after: u64, max: usize) -> Since {
+        let newest = self.next.saturating_sub(1);
+        if after >= newest {
+            return Since::Events(Vec::new());
+        }
+        let first = self.events.front().map(|e| e.version).unwrap_or(self.next);
+        // The reader needs `after + 1` onwards; the window starts at `first`.
+        if after + 1 < first {
+            return Since::Gap {
+                oldest: self.events.front().map(|e| e.version),
+            };
+        }
+        let skip = usize::try_from(after + 1 - first).unwrap_or(usize::MAX);
+        Since::Events(self.events.iter().skip(skip).take(max).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(v: u64) -> ChangeEvent {
+        ChangeEvent::internal(v, "leader_elected")
+    }
+
+    fn versions(s: Since) -> Vec<u64> {
+        match s {
+            Since::Events(e) => e.iter().map(|e| e.version).collect(),
+            Since::Gap { .. } => panic!("unexpected gap"),
+        }
+    }
+
+    #[test]
+    fn window_serves_contiguous_tail_and_reports_gaps() {
+        let mut h = History::new(10, 3);
+        for v in 11..=15 {
+            h.push(ev(v));
+        }
+        // Window holds 13, 14, 15.
+        assert_eq!(versions(h.since(12, 10)), vec![13, 14, 15]);
+        assert_eq!(versions(h.since(14, 10)), vec![15]);
+        assert_eq!(versions(h.since(15, 10)), Vec::<u64>::new());
+        assert_eq!(versions(h.since(99, 10)), Vec::<u64>::new());
+        assert_eq!(versions(h.since(12, 2)), vec![13, 14]);
+        assert_eq!(h.since(11, 10), Since::Gap { oldest: Some(13) });
+        // A jump (snapshot install) restarts the window.
+        h.push(ev(40));
+        assert_eq!(versions(h.since(39, 10)), vec![40]);
+        assert_eq!(h.since(15, 10), Since::Gap { oldest: Some(40) });
+        h.reset(50);
+        assert_eq!(h.since(45, 10), Since::Gap { oldest: None });
+        h.push(ev(51));
+        assert_eq!(versions(h.since(50, 10)), vec![51]);
+    }
+
+    #[test]
+    fn write_events_name_what_changed() {
+        let upsert = Command::UpsertEntities {
+            json: r#"[{"uid":{"type":"User","id":"a\"b"},"attrs":{},"parents":[]}]"#.into(),
+        };
+        let e = ChangeEvent::of_write(7, &upsert, &Outcome::Applied);
+        assert_eq!(e.entities, vec![r#"User::"a\"b""#.to_string()]);
+        assert!(e.changed && !e.truncated);
+        let put = Command::PutPolicy {
+            id: "p1".into(),
+            cedar: String::new(),
+        };
+        let e = ChangeEvent::of_write(8, &put, &Outcome::Duplicate { version: 3 });
+        assert!(!e.changed && e.policies.is_empty());
+        assert_eq!(e.kind, "put_policy");
+    }
+}

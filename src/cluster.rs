@@ -1,0 +1,142 @@
+//! `verdict cluster …` and `verdict watch`.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use verdict_client::Client;
+
+use crate::cli::ClusterCommand;
+use crate::cli::Output;
+use crate::cli::WatchArgs;
+use crate::output::print_json;
+use crate::output::print_table;
+use crate::output::written;
+
+/// `verdict cluster …`.
+pub async fn run(client: &Client, cmd: ClusterCommand, out: Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ClusterCommand::Status => {
+            let s = client.cluster().await?;
+            match out {
+                Output::Json => print_json(&s)?,
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = s
+                        .members
+                        .iter()
+                        .map(|m| {
+                            let opt =
+                                |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("-".into());
+                            vec![
+                                m.id.to_string(),
+                                if m.is_leader {
+                                    "leader".into()
+                                } else {
+                                    m.role.clone()
+                                },
+                                m.api_addr.clone(),
+                                m.peer_addr.clone(),
+                                opt(m.applied_version),
+                                match (m.reachable, m.ready, &m.not_ready_reason) {
+                                    (false, _, _) => "unreachable".into(),
+                                    (true, Some(true), _) => "ready".into(),
+                                    (true, _, Some(r)) => format!("not ready: {r}"),
+                                    (true, _, None) => "not ready".into(),
+                                },
+                            ]
+                        })
+                        .collect();
+                    print_table(&["ID", "ROLE", "API", "PEER", "APPLIED", "STATE"], &rows);
+                    println!(
+                        "leader {}, term {}, committed {}{}",
+                        s.leader.map(|l| l.to_string()).unwrap_or("unknown".into()),
+                        s.term,
+                        s.committed,
+                        if s.removed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", removed ids {:?}", s.removed)
+                        }
+                    );
+                }
+            }
+        }
+        ClusterCommand::AddLearner { id, api, peer } => {
+            let v = client.add_learner(id, &api, &peer).await?;
+            written(out, &format!("added node {id} as a learner"), v)?;
+        }
+        ClusterCommand::Promote { id } => {
+            let s = client.cluster().await?;
+            if !s.learners.contains(&id) && !s.voters.contains(&id) {
+                bail!("node {id} is not a member; add it first with `verdict cluster add-learner`");
+            }
+            let mut voters = s.voters.clone();
+            if !voters.contains(&id) {
+                voters.push(id);
+            }
+            let v = client.set_voters(&voters).await?;
+            written(out, &format!("node {id} is a voter"), v)?;
+        }
+        ClusterCommand::Remove { id } => {
+            let v = client.remove_member(id).await?;
+            written(out, &format!("removed node {id}"), v)?;
+        }
+        ClusterCommand::TransferLeader { to } => {
+            let v = client.transfer_leader(to).await?;
+            written(out, &format!("asked node {to} to lead"), v)?;
+        }
+        ClusterCommand::Drain => {
+            let d = client.drain().await?;
+            match out {
+                Output::Json => print_json(&d)?,
+                Output::Table => match d.transferred_to {
+                    Some(to) => println!("draining; leadership handed to node {to}"),
+                    None if d.is_leader => {
+                        println!("draining; still the leader (no other voter could take over)")
+                    }
+                    None => println!("draining"),
+                },
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verdict watch`: prints each event's data (one JSON object per line); a `resync` event is
+/// printed as `{"resync": …}`.
+pub async fn watch(client: &Client, args: &WatchArgs) -> anyhow::Result<ExitCode> {
+    let mut resp = client.watch(args.from).await?;
+    let mut buf = String::new();
+    let mut seen = 0u64;
+    while let Some(chunk) = resp.chunk().await? {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut kind = "message";
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    kind = if v.trim() == "resync" {
+                        "resync"
+                    } else {
+                        "change"
+                    };
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue; // keep-alive comment
+            }
+            if kind == "resync" {
+                println!("{{\"resync\": {data}}}");
+            } else {
+                println!("{data}");
+            }
+            seen += 1;
+            if args.count.is_some_and(|n| seen >= n) {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -161,9 +161,21 @@ pub async fn run(url: &str, args: &BenchArgs, out: Output) -> anyhow::Result<Exi
     });
     let stride = (plan.schedule.len() / args.connections).max(1);
     let mut tasks = Vec::with_capacity(args.connections);
+    let start = Instant::now();
     for i in 0..args.connections {
         let tally = worker::Tally::new()?;
-        tasks.push(tokio::spawn(worker::run(plan.clone(), i * stride, tally)));
+        // Paced workers start spread evenly over one interval, so the load arrives at a steady
+        // rate instead of as a burst of `connections` requests once per interval.
+        let first_due = match plan.interval {
+            Some(interval) => start + interval.mul_f64(i as f64 / args.connections as f64),
+            None => start,
+        };
+        tasks.push(tokio::spawn(worker::run(
+            plan.clone(),
+            i * stride,
+            first_due,
+            tally,
+        )));
     }
     let mut total = worker::Tally::new()?;
     for t in tasks {

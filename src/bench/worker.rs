@@ -156,11 +156,12 @@ async fn exchange(
     Ok((status, body))
 }
 
-/// Sends requests until the plan says stop; `offset` staggers workers through the schedule.
-pub async fn run(plan: Arc<Plan>, offset: usize, mut tally: Tally) -> Tally {
+/// Sends requests until the plan says stop; `offset` staggers workers through the schedule and,
+/// when paced, `first_due` through time.
+pub async fn run(plan: Arc<Plan>, offset: usize, first_due: Instant, mut tally: Tally) -> Tally {
     let mut conn: Option<SendRequest<Full<Bytes>>> = None;
     let mut next = offset;
-    let mut due = Instant::now();
+    let mut due = first_due;
     loop {
         if plan.end.is_some_and(|end| Instant::now() >= end) {
             break;

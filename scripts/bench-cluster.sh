@@ -55,18 +55,22 @@ LEADER=$(curl -sf http://127.0.0.1:39180/v1/cluster | sed -n 's/.*"leader":\([0-
 L=http://127.0.0.1:39${LEADER}80
 F=http://127.0.0.1:39$(( LEADER % 3 + 1 ))80
 echo "leader: node $LEADER"
-echo "== three nodes: committed writes/s, 256 clients, through the leader"
-VERDICT_URL=$L $BIN bench --writes --connections 256 --duration 10s --warmup 2s
+echo "== three nodes: committed writes/s, 256 clients, through the leader (one policy each)"
+VERDICT_URL=$L $BIN bench --writes policies --connections 256 --duration 10s --warmup 2s
+echo "== three nodes: committed writes/s, 256 clients, through the leader (one entity each)"
+VERDICT_URL=$L $BIN bench --writes entities --connections 256 --duration 10s --warmup 2s
 
-echo "== three nodes: commit latency at 1,000 writes/s (64 clients)"
-VERDICT_URL=$L $BIN bench --writes --connections 64 --rate 1000 --duration 10s --warmup 2s
+echo "== three nodes: commit latency at 1,000 writes/s (64 clients, one policy each)"
+VERDICT_URL=$L $BIN bench --writes policies --connections 64 --rate 1000 --duration 10s --warmup 2s
 
 echo "== three nodes: write through the leader → applied on every node (500 writes, 50/s)"
 VERDICT_URL=$L $BIN bench --propagation http://127.0.0.1:39180,http://127.0.0.1:39280,http://127.0.0.1:39380 \
   --requests 500 --rate 50
 
-# The write benches leave policies the example's schema would refuse: clear them, then load it.
+# The write benches leave policies and entities the example's schema would refuse: clear them,
+# then load it.
 curl -sf -X PUT "$L/v1/policies" -H 'content-type: application/json' -d '{"policies": {}}' >/dev/null
+curl -sf -X PUT "$L/v1/entities" -H 'content-type: application/json' -d '[]' >/dev/null
 load_example "$L"
 echo "== three nodes: decisions on a follower"
 VERDICT_URL=$F $BIN "${DECIDE[@]}"

@@ -61,10 +61,12 @@ pub struct BenchArgs {
     /// JSON file with the decision requests to send (format below).
     #[arg(long, value_name = "FILE.json", required_unless_present_any = ["writes", "propagation"])]
     pub mix: Option<PathBuf>,
-    /// Send writes instead of decisions: `PUT /v1/policies/bench-N` (1,000 ids, overwritten in
-    /// turn), each acknowledged only once committed and fsynced on a quorum.
-    #[arg(long, conflicts_with = "mix")]
-    pub writes: bool,
+    /// Send writes instead of decisions, each acknowledged only once committed and fsynced on a
+    /// quorum: `policies` (the default) puts `PUT /v1/policies/bench-N`, `entities` upserts one
+    /// entity per request with `POST /v1/entities` (`User::"bench-N"`); 1,000 ids, overwritten
+    /// in turn, every write with different content.
+    #[arg(long, conflicts_with = "mix", num_args = 0..=1, default_missing_value = "policies", value_name = "KIND")]
+    pub writes: Option<WriteKind>,
     /// Pace the load to this many requests per second in total (default: as fast as the
     /// connections go); latency then counts from each request's due time.
     #[arg(long, value_name = "PER_SECOND")]
@@ -77,6 +79,15 @@ pub struct BenchArgs {
     /// Send unmeasured requests for this long first (fills caches, opens connections).
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     pub warmup: Duration,
+}
+
+/// What `--writes` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WriteKind {
+    /// One Cedar policy per request.
+    Policies,
+    /// One entity per request.
+    Entities,
 }
 
 /// Runs the load and prints the report.
@@ -110,15 +121,30 @@ pub async fn run(url: &str, args: &BenchArgs, out: Output) -> anyhow::Result<Exi
                 .trim_end_matches("/access/v1/evaluation")
                 .to_string();
             let mut schedule = Vec::with_capacity(WRITE_IDS);
+            let kind = args.writes.unwrap_or(WriteKind::Policies);
             for i in 0..WRITE_IDS {
-                let uri: Uri = format!("{base}/v1/policies/bench-{i}").parse()?;
-                let body = format!(
-                    "permit(principal == User::\"bench-{i}\", action == Action::\"view\", resource);"
-                );
-                schedule.push((uri, Bytes::from(body)));
+                schedule.push(match kind {
+                    WriteKind::Policies => (
+                        format!("{base}/v1/policies/bench-{i}").parse()?,
+                        Bytes::from(format!(
+                            "permit(principal == User::\"bench-{i}\", action == Action::\"view\", resource);"
+                        )),
+                    ),
+                    // The body is made per request (it carries the write's sequence number).
+                    WriteKind::Entities => (format!("{base}/v1/entities").parse()?, Bytes::new()),
+                });
             }
-            let target = target.replace("/access/v1/evaluation", "/v1/policies/bench-N");
-            (worker::Kind::Write, schedule, WRITE_IDS, target)
+            let (kind, target) = match kind {
+                WriteKind::Policies => (
+                    worker::Kind::WritePolicy,
+                    target.replace("/access/v1/evaluation", "/v1/policies/bench-N"),
+                ),
+                WriteKind::Entities => (
+                    worker::Kind::WriteEntity,
+                    target.replace("/access/v1/evaluation", "/v1/entities"),
+                ),
+            };
+            (kind, schedule, WRITE_IDS, target)
         }
     };
     // Fail fast, with the CLI's usual "is the server running?" hint and exit code.

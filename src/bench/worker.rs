@@ -66,7 +66,9 @@ pub enum Kind {
     /// `POST /access/v1/evaluation` with a JSON body.
     Decision,
     /// `PUT /v1/policies/{id}` with a Cedar text body.
-    Write,
+    WritePolicy,
+    /// `POST /v1/entities` with one entity.
+    WriteEntity,
 }
 
 /// What one worker saw; merged across workers for the report.
@@ -194,11 +196,21 @@ pub async fn run(plan: Arc<Plan>, offset: usize, first_due: Instant, mut tally: 
             }
         }
         let (path, mut body) = plan.schedule[next % plan.schedule.len()].clone();
-        if plan.kind == Kind::Write {
-            let n = plan.write_seq.fetch_add(1, Ordering::Relaxed);
-            let mut unique = format!("// write {n}\n").into_bytes();
-            unique.extend_from_slice(&body);
-            body = Bytes::from(unique);
+        match plan.kind {
+            Kind::Decision => {}
+            Kind::WritePolicy => {
+                let n = plan.write_seq.fetch_add(1, Ordering::Relaxed);
+                let mut unique = format!("// write {n}\n").into_bytes();
+                unique.extend_from_slice(&body);
+                body = Bytes::from(unique);
+            }
+            Kind::WriteEntity => {
+                let n = plan.write_seq.fetch_add(1, Ordering::Relaxed);
+                let id = n % plan.schedule.len() as u64;
+                body = Bytes::from(format!(
+                    r#"[{{"uid":{{"type":"User","id":"bench-{id}"}},"attrs":{{"seq":{n}}},"parents":[]}}]"#
+                ));
+            }
         }
         next = next.wrapping_add(1);
         // Paced: latency counts from when the request was due, not from when it could be sent.
@@ -254,7 +266,8 @@ fn request(plan: &Plan, path: Uri, body: Bytes) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(body));
     let (method, content_type) = match plan.kind {
         Kind::Decision => (Method::POST, JSON),
-        Kind::Write => (Method::PUT, TEXT),
+        Kind::WritePolicy => (Method::PUT, TEXT),
+        Kind::WriteEntity => (Method::POST, JSON),
     };
     *req.method_mut() = method;
     *req.uri_mut() = path;

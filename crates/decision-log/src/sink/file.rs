@@ -1,4 +1,5 @@
-//! The file sink: ndjson appended to a local file, fsynced per batch, rotated by size
+//! The file sink: ndjson appended to a local file, fsynced before each acknowledgement (and
+//! before a rotation), rotated by size
 //! (`path` → `path.1` → `path.2` … `path.KEEP`) for log shippers that follow the file.
 
 use std::ffi::OsString;
@@ -46,6 +47,20 @@ impl FileSink {
         self.writer = Some(writer);
         result.map_err(|e| format!("cannot write `{}`: {e}", self.config.path.display()))
     }
+
+    /// Flushes what was written to disk: acknowledging moves the cursor past these records.
+    pub(crate) async fn sync(&mut self) -> Result<(), String> {
+        let Some(file) = self.writer.as_ref().and_then(|w| w.file.as_ref()) else {
+            return Ok(());
+        };
+        let file = file
+            .try_clone()
+            .map_err(|e| format!("cannot sync `{}`: {e}", self.config.path.display()))?;
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| format!("file sink task failed: {e}"))?
+            .map_err(|e| format!("cannot sync `{}`: {e}", self.config.path.display()))
+    }
 }
 
 #[derive(Debug)]
@@ -63,8 +78,11 @@ impl FileWriter {
         let r = self.try_write(lines);
         if r.is_err() {
             // Leave no half batch behind for the shipper to trip over; the retry writes it whole.
+            // Earlier batches were written but not yet synced (the shipper syncs before it
+            // acknowledges, through a file this drops): sync them now.
             if let Some(f) = self.file.take() {
                 let _ = f.set_len(self.size);
+                let _ = f.sync_data();
             }
         }
         r
@@ -86,15 +104,18 @@ impl FileWriter {
         let Some(f) = self.file.as_mut() else {
             return Err(io::Error::other("file not open"));
         };
+        // Not synced here: the shipper syncs (FileSink::sync) before it acknowledges.
         f.write_all(lines)?;
-        // Acknowledging means the cursor moves past these records: they must be on disk first.
-        f.sync_data()?;
         self.size += lines.len() as u64;
         Ok(())
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        self.file = None;
+        // Records written but not yet acknowledged must be on disk before the file is renamed
+        // out of the way (after that, sync() only sees the new file).
+        if let Some(f) = self.file.take() {
+            f.sync_data()?;
+        }
         if self.keep == 0 {
             std::fs::remove_file(&self.path)?;
         } else {

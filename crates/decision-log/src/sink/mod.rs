@@ -5,6 +5,11 @@
 //! acknowledged), persist the cursor, then let the queue delete the segments every sink has
 //! passed. A batch is acknowledged whole or not at all, so after a crash a sink resumes at the
 //! first unacknowledged batch: at-least-once, in order.
+//!
+//! Acknowledgements are coalesced: the cursor is persisted at most once per [`ACK_INTERVAL`], and
+//! at the latest that long after a delivery (each store is a file sync, a file write, two fsyncs
+//! and a rename; once per group commit it cost several per cent of a busy node's CPU). A crash
+//! re-delivers what was delivered but not yet acknowledged: at most one interval's worth.
 
 mod file;
 mod http;
@@ -13,6 +18,7 @@ mod unix;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -26,6 +32,23 @@ use crate::queue::Queue;
 use crate::reader::Batch;
 use crate::reader::Reader;
 use crate::writer::Durable;
+
+/// Under load, the longest a delivered batch waits for its acknowledgement (cursor store).
+pub(crate) const ACK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Delivered, not yet acknowledged: the last sequence number and how many records.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    last_seq: u64,
+    count: u64,
+}
+
+/// What [`Shipper::next_batch`] found.
+enum Next {
+    Batch(Batch),
+    /// The pending acknowledgement is due: nothing more to read came before its deadline.
+    AckDue,
+}
 
 /// A configured destination.
 #[derive(Debug)]
@@ -64,6 +87,15 @@ impl Sink {
             Sink::Unix(s) => s.deliver(batch).await,
         }
     }
+
+    /// Makes everything delivered so far durable at the destination, before it is acknowledged.
+    /// HTTP and unix-socket deliveries are acknowledged by the receiver and need nothing more.
+    async fn sync(&mut self) -> Result<(), String> {
+        match self {
+            Sink::File(s) => s.sync().await,
+            Sink::Http(_) | Sink::Unix(_) => Ok(()),
+        }
+    }
 }
 
 /// Retry settings, from the config.
@@ -98,24 +130,54 @@ pub(crate) struct Shipper {
 impl Shipper {
     /// Ships until shutdown.
     pub(crate) async fn run(mut self) {
-        while let Some(batch) = self.next_batch().await {
-            self.state.oldest_unacked_ms.store(batch.first_ts, Relaxed);
-            if !self.deliver(&batch).await || !self.acknowledge(&batch).await {
+        let mut pending: Option<Pending> = None;
+        let mut last_ack = Instant::now();
+        loop {
+            let due = last_ack + ACK_INTERVAL;
+            if let Some(p) = pending.filter(|_| Instant::now() >= due) {
+                if !self.acknowledge(p).await {
+                    return;
+                }
+                pending = None;
+                last_ack = Instant::now();
+            }
+            let batch = match self.next_batch(pending.map(|_| due)).await {
+                Some(Next::Batch(batch)) => batch,
+                Some(Next::AckDue) => {
+                    if let Some(p) = pending.take() {
+                        if !self.acknowledge(p).await {
+                            return;
+                        }
+                        last_ack = Instant::now();
+                    }
+                    continue;
+                }
+                None => return,
+            };
+            if pending.is_none() {
+                self.state.oldest_unacked_ms.store(batch.first_ts, Relaxed);
+            }
+            if !self.deliver(&batch).await {
                 return;
             }
+            pending = Some(Pending {
+                last_seq: batch.last_seq,
+                count: pending.map_or(0, |p| p.count) + batch.count as u64,
+            });
         }
     }
 
     /// Waits for durable records after what was read and reads up to `batch_max` of them,
-    /// lingering for more if the batch is not full. `None` at shutdown.
-    async fn next_batch(&mut self) -> Option<Batch> {
+    /// lingering for more if the batch is not full. With `ack_due`, waits no longer than that
+    /// and then returns [`Next::AckDue`]. `None` at shutdown.
+    async fn next_batch(&mut self, ack_due: Option<Instant>) -> Option<Next> {
         let mut attempt = 0;
         loop {
             let durable = *self.durable.borrow_and_update();
             if durable.seq > self.reader.position() {
                 match self.read(Batch::default(), durable).await {
                     Ok(batch) if !batch.is_empty() => {
-                        return self.linger(batch).await;
+                        return self.linger(batch).await.map(Next::Batch);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -126,9 +188,17 @@ impl Shipper {
                     }
                 }
             }
+            let Some(due) = ack_due else {
+                tokio::select! {
+                    changed = self.durable.changed() => changed.ok()?,
+                    _ = self.stop.wait_for(|&s| s) => return None,
+                }
+                continue;
+            };
             tokio::select! {
                 changed = self.durable.changed() => changed.ok()?,
                 _ = self.stop.wait_for(|&s| s) => return None,
+                _ = tokio::time::sleep_until(due.into()) => return Some(Next::AckDue),
             }
         }
     }
@@ -204,16 +274,24 @@ impl Shipper {
         }
     }
 
-    /// Persists the cursor past `batch`, publishes it, and deletes segments every sink has passed.
-    /// `false` at shutdown.
-    async fn acknowledge(&mut self, batch: &Batch) -> bool {
+    /// Makes the delivered records durable at the sink, persists the cursor past them, publishes
+    /// it, and deletes segments every sink has passed. `false` at shutdown.
+    async fn acknowledge(&mut self, pending: Pending) -> bool {
         let mut attempt = 0;
         loop {
+            if let Err(e) = self.sink.sync().await {
+                attempt += 1;
+                self.failed(attempt, e);
+                if self.pause(attempt).await.is_none() {
+                    return false;
+                }
+                continue;
+            }
             let cursor = self.cursor.clone();
             let state = self.state.clone();
             let all = self.all.clone();
             let queue = self.queue.clone();
-            let last = batch.last_seq;
+            let last = pending.last_seq;
             let result = tokio::task::spawn_blocking(move || {
                 cursor.store(last)?;
                 // INVARIANT: `acked` is raised only once the cursor is durable, so a segment is
@@ -238,7 +316,7 @@ impl Shipper {
                 return false;
             }
         }
-        self.state.delivered.fetch_add(batch.count as u64, Relaxed);
+        self.state.delivered.fetch_add(pending.count, Relaxed);
         self.state.oldest_unacked_ms.store(0, Relaxed);
         true
     }

@@ -54,8 +54,17 @@ run() {
   VERDICT_URL=http://$API $BIN schema put examples/surfconext/schema.cedarschema >/dev/null
   VERDICT_URL=http://$API $BIN policy load examples/surfconext/policies.cedar >/dev/null
   VERDICT_URL=http://$API $BIN entity load examples/surfconext/entities.json >/dev/null
+  # The node's CPU time (user + system, clock ticks) around the bench: CPU per decision moves far
+  # less with the machine's mood than throughput does.
+  local t0 t1 hz n
+  t0=$(awk '{print $14 + $15}' "/proc/$PID/stat")
   VERDICT_URL=http://$API $BIN bench --mix examples/surfconext/requests.json --connections 32 \
     --duration 10s --warmup 2s | tee "$WORK/$name.out"
+  t1=$(awk '{print $14 + $15}' "/proc/$PID/stat")
+  hz=$(getconf CLK_TCK)
+  # Warmup requests are served too but not counted in `requests`: add them at the measured rate.
+  n=$(sed -n 's/^requests *\([0-9]*\):.*/\1/p' "$WORK/$name.out")
+  awk "BEGIN {printf \"node CPU     %.1f us per decision (warmup included at the measured rate)\n\", ($t1 - $t0) / $hz * 1e6 / ($n * 12 / 10)}" | tee -a "$WORK/$name.out"
   if [ "$name" != off ]; then
     # Every decision of the run must have been logged and (within a few seconds) delivered.
     for _ in $(seq 1 100); do
@@ -82,4 +91,7 @@ for round in $(seq 1 "$ROUNDS"); do
   OFF=$(throughput off)
   ON=$(throughput on)
   echo "== round $round: off $OFF decisions/s, on $ON decisions/s, on/off = $(awk "BEGIN {printf \"%.3f\", $ON / $OFF}") (target ≥ 0.85)"
+  COFF=$(sed -n 's/^node CPU *\([0-9.]*\).*/\1/p' "$WORK/off.out")
+  CON=$(sed -n 's/^node CPU *\([0-9.]*\).*/\1/p' "$WORK/on.out")
+  echo "== round $round: node CPU per decision: off $COFF us, on $CON us, on/off = $(awk "BEGIN {printf \"%.3f\", $CON / $COFF}")"
 done

@@ -18,7 +18,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::task::JoinSet;
 
-use crate::harness::{assert_problem, Api, Node, Resp};
+use crate::harness::{assert_problem, unique_port, Api, Node, Resp};
 
 /// Everyone may do anything (with an obligation), except `User::"blocked"` (with a reason).
 const POLICIES: &str = r#"
@@ -414,19 +414,12 @@ fn start_sidecar(path: &Path, got: Received) -> tokio::task::JoinHandle<()> {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sinks_that_are_down_then_come_back_receive_every_record_in_order() {
     let dir = TempDir::with_prefix("verdict-e2e-declog-").expect("create sidecar dir");
     let socket = dir.path().join("sidecar.sock");
     // Nobody listens on this port until the collector starts.
-    let port = free_port();
+    let port = unique_port();
     let node = Node::start_with_config(&format!(
         r#"
 [decision_log]

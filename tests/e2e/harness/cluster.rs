@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,17 +34,10 @@ pub struct Member {
     stopped: bool,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 impl Member {
     fn new(id: u64) -> Member {
-        let api_addr = format!("127.0.0.1:{}", free_port());
-        let peer_addr = format!("127.0.0.1:{}", free_port());
+        let api_addr = format!("127.0.0.1:{}", super::unique_port());
+        let peer_addr = format!("127.0.0.1:{}", super::unique_port());
         Member {
             id,
             api: Api::new(&format!("http://{api_addr}")),

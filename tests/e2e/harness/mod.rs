@@ -10,8 +10,33 @@ pub use api::{assert_problem, check_problem, Api, Resp};
 pub use expect::{assert_decision, Example};
 pub use node::Node;
 
+use std::collections::BTreeSet;
+use std::net::TcpListener;
 use std::process::Output;
+use std::sync::Mutex;
+use std::sync::PoisonError;
 use std::time::Duration;
+
+/// A loopback port no other caller in this test process has been given: bound to port 0, read,
+/// released. The kernel hands released ports out again (two nodes once got the same port for API
+/// and peer listener), so ports already given out are remembered and skipped. Another process could
+/// still take one before the node binds it; the node then fails to start and the test says so.
+pub fn unique_port() -> u16 {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind a free loopback port")
+            .port();
+        if GIVEN
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
+}
 
 /// Runs the `verdict` CLI with `VERDICT_URL` = `url`; panics if it does not finish within a minute.
 pub async fn cli_at(url: &str, args: &[&str]) -> Output {

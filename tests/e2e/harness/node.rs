@@ -1,7 +1,7 @@
 //! A real `verdict serve` process on free loopback ports, killed on drop.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -179,13 +179,10 @@ impl Drop for Node {
     }
 }
 
-/// Two distinct free loopback ports: bound to port 0, read, released. Another process could take
-/// one before the node binds it; the node then fails to start and the test says so.
+/// Two loopback ports for the API and peer listeners (see [`super::unique_port`]).
 fn free_ports() -> (SocketAddr, SocketAddr) {
-    let a = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let b = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     (
-        a.local_addr().expect("local addr"),
-        b.local_addr().expect("local addr"),
+        SocketAddr::from(([127, 0, 0, 1], super::unique_port())),
+        SocketAddr::from(([127, 0, 0, 1], super::unique_port())),
     )
 }

@@ -16,6 +16,7 @@
 )]
 
 pub mod codec;
+mod flusher;
 pub mod history;
 pub mod log_store;
 pub mod network;

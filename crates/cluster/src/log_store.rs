@@ -30,6 +30,7 @@ use openraft::RaftLogReader;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::flusher::Flusher;
 use crate::types::TypeConfig;
 
 const VOTE: &[u8] = b"vote";
@@ -43,11 +44,10 @@ const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 /// The log store. Cheap to clone (sled handles are reference counted).
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    /// Serialises flushes from concurrent appends so their callbacks fire in order.
-    flush_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Group commit: one flush covers every write waiting for it, answered in order.
+    flusher: Arc<Flusher>,
     /// One background purge at a time (a later one covers what an earlier one has not reached).
     purge_lock: Arc<std::sync::Mutex<()>>,
     /// The first index not purged (0 before any purge): reads skip entries below it that the
@@ -60,11 +60,11 @@ impl LogStore {
     pub fn open(db: sled::Db) -> Result<Self, io::Error> {
         let log = db.open_tree("log").map_err(io_err)?;
         let meta = db.open_tree("meta").map_err(io_err)?;
+        let flusher = Arc::new(Flusher::start(db)?);
         let store = Self {
-            db,
             log,
             meta,
-            flush_lock: Arc::new(tokio::sync::Mutex::new(())),
+            flusher,
             purge_lock: Arc::new(std::sync::Mutex::new(())),
             first_kept: Arc::new(AtomicU64::new(0)),
         };
@@ -117,9 +117,7 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), io::Error> {
-        let _guard = self.flush_lock.lock().await;
-        self.db.flush_async().await.map_err(io_err)?;
-        Ok(())
+        self.flusher.flush().await
     }
 }
 
@@ -227,11 +225,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // below completes, and only then is the callback told so. Appends are amortised: one flush
         // covers every entry written before it.
         self.log.apply_batch(batch).map_err(io_err)?;
-        let this = self.clone();
-        tokio::spawn(async move {
-            let res = this.flush().await;
-            callback.io_completed(res);
-        });
+        self.flusher
+            .request(Box::new(move |res| callback.io_completed(res)));
         Ok(())
     }
 

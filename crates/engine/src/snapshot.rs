@@ -33,6 +33,7 @@ use crate::index::ScopeIndex;
 use crate::policy::parse_map;
 use crate::policy::parse_one;
 use crate::policy::parse_set;
+use crate::policy::remembering_parses;
 use crate::policy::StoredPolicy;
 use crate::schema::parse_schema;
 use crate::schema::StoredSchema;
@@ -147,7 +148,9 @@ impl Snapshot {
     /// Checks a write against this state without changing it: the same code as apply, so whatever
     /// passes here applies cleanly unless another write lands first (apply re-checks).
     pub fn check(&self, write: &Write) -> Result<Option<u64>, EngineError> {
-        match self.apply(self.version + 1, write).1 {
+        // Policies parsed here are remembered, so applying the committed entry does not parse
+        // them again (see `policy::parse_one`).
+        match remembering_parses(|| self.apply(self.version + 1, write)).1 {
             Outcome::Applied => Ok(None),
             Outcome::Duplicate { version } => Ok(Some(version)),
             Outcome::Rejected(e) => Err(e),
@@ -341,35 +344,41 @@ impl Snapshot {
     }
 
     fn insert_policy(&mut self, policy: Arc<StoredPolicy>) {
+        let keys = keys_of(&policy);
         if let Some(old) = self.policies.insert(policy.id.clone(), policy.clone()) {
-            self.unindex_policy(&old);
+            // A replaced policy usually keeps its keys: each of those buckets is rebuilt once
+            // (old out, new in) rather than emptied and refilled.
+            for key in keys_of(&old) {
+                if !keys.contains(&key) {
+                    self.refile(key, &old.id, None);
+                }
+            }
         }
-        for key in keys_of(&policy) {
-            let mut list = self
-                .index
-                .get(&key)
-                .map(|b| b.policies.clone())
-                .unwrap_or_default();
-            let pos = list.partition_point(|p| p.id < policy.id);
-            list.insert(pos, policy.clone());
-            self.index.set(key, Some(Arc::new(Bucket::new(list))));
+        for key in keys {
+            self.refile(key, &policy.id, Some(&policy));
         }
     }
 
     fn unindex_policy(&mut self, old: &StoredPolicy) {
         for key in keys_of(old) {
-            let Some(bucket) = self.index.get(&key) else {
-                continue;
-            };
-            let list: Vec<_> = bucket
-                .policies
-                .iter()
-                .filter(|p| p.id != old.id)
-                .cloned()
-                .collect();
-            let bucket = (!list.is_empty()).then(|| Arc::new(Bucket::new(list)));
-            self.index.set(key, bucket);
+            self.refile(key, &old.id, None);
         }
+    }
+
+    /// Rebuilds the bucket under `key` without the policy `id`, and with `add` (kept sorted by id)
+    /// if given; an empty bucket is removed.
+    fn refile(&mut self, key: IndexKey, id: &str, add: Option<&Arc<StoredPolicy>>) {
+        let mut list: Vec<Arc<StoredPolicy>> = self
+            .index
+            .get(&key)
+            .map(|b| b.policies.iter().filter(|p| p.id != id).cloned().collect())
+            .unwrap_or_default();
+        if let Some(p) = add {
+            let pos = list.partition_point(|q| q.id < p.id);
+            list.insert(pos, p.clone());
+        }
+        let bucket = (!list.is_empty()).then(|| Arc::new(Bucket::new(list)));
+        self.index.set(key, bucket);
     }
 
     pub(crate) fn replace_policies(&mut self, set: Vec<Arc<StoredPolicy>>, version: u64) {

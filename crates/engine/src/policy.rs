@@ -164,8 +164,8 @@ impl StoredPolicy {
 pub fn parse_one(id: &str, text: &str, version: u64) -> Result<Arc<StoredPolicy>, EngineError> {
     check_policy_id(id)?;
     check_size(id, text)?;
-    if let Some(hit) = ParseMemo::get(id, text) {
-        let mut policy = (*hit).clone();
+    if let Some(hit) = ParseMemo::take(id, text) {
+        let mut policy = Arc::try_unwrap(hit).unwrap_or_else(|shared| (*shared).clone());
         policy.version = version;
         return Ok(Arc::new(policy));
     }
@@ -197,6 +197,17 @@ fn parse_one_uncached(
     text: &str,
     version: u64,
 ) -> Result<Arc<StoredPolicy>, EngineError> {
+    // The common case, one static policy, parsed straight into a `Policy`: no set is built.
+    // Anything else (a syntax error, several policies, a template) takes the set path below,
+    // whose errors say precisely what was wrong.
+    if let Ok(policy) = Policy::parse(Some(PolicyId::new(id)), text) {
+        return Ok(Arc::new(StoredPolicy::from_policy(
+            id.to_string(),
+            text.to_string(),
+            policy,
+            version,
+        )));
+    }
     let set = PolicySet::from_str(text).map_err(|e| {
         EngineError::from_diagnostic(ErrorCode::CedarSyntax, &format!("policy `{id}`"), text, &e)
     })?;
@@ -318,9 +329,16 @@ static MEMO: std::sync::LazyLock<std::sync::Mutex<ParseMemo>> =
     std::sync::LazyLock::new(Default::default);
 
 impl ParseMemo {
-    fn get(id: &str, text: &str) -> Option<Arc<StoredPolicy>> {
-        let memo = MEMO.lock().ok()?;
-        memo.by_text.get(text).filter(|p| p.id == id).cloned()
+    /// Removes and returns the parse of `text` if it was made under `id`: each check's parse
+    /// serves one apply, which keeps the memo small.
+    fn take(id: &str, text: &str) -> Option<Arc<StoredPolicy>> {
+        let mut memo = MEMO.lock().ok()?;
+        if memo.by_text.get(text)?.id != id {
+            return None;
+        }
+        let hit = memo.by_text.remove(text)?;
+        memo.bytes = memo.bytes.saturating_sub(text.len());
+        Some(hit)
     }
 
     fn put(policy: &Arc<StoredPolicy>) {
@@ -335,12 +353,15 @@ impl ParseMemo {
             *slot = policy.clone();
             return;
         }
+        // `order` may still name texts already taken; evicting one of those (or a newer parse of
+        // the same text) costs at most a second parse.
         while memo.order.len() >= MEMO_ENTRIES || memo.bytes + size > MEMO_BYTES {
             let Some(old) = memo.order.pop_front() else {
                 break;
             };
-            memo.bytes = memo.bytes.saturating_sub(old.len());
-            memo.by_text.remove(&old);
+            if memo.by_text.remove(&old).is_some() {
+                memo.bytes = memo.bytes.saturating_sub(old.len());
+            }
         }
         memo.by_text.insert(policy.text.clone(), policy.clone());
         memo.order.push_back(policy.text.clone());
@@ -411,6 +432,8 @@ mod tests {
         let text = r#"@obligation("log") permit(principal == User::"memo", action, resource);"#;
         let first = remembering_parses(|| parse_one("memo-a", text, 5)).unwrap();
         let again = parse_one("memo-a", text, 9).unwrap();
+        // Taken by its first use: the next parse of the text parses again, to the same result.
+        assert!(ParseMemo::take("memo-a", text).is_none());
         assert_eq!((first.version, again.version), (5, 9));
         assert_eq!(again.obligations, vec!["log".to_string()]);
         assert_eq!(again.policy.to_string(), first.policy.to_string());

@@ -76,6 +76,24 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
+/// Whether every step of `execute` for this command that can fail runs before its first change to
+/// the state, so a rejected write leaves the state untouched and can be applied in place. Entity
+/// upserts and replacements change the state entity by entity and can fail on a later entity.
+fn changes_only_after_validation(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::UpsertEntities { .. } | Command::ReplaceEntities { .. }
+    )
+}
+
+/// Whether a write is applied for real or only checked before it is proposed. A check may skip
+/// steps that cannot fail, since its resulting state is discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Check,
+    Apply,
+}
+
 impl Snapshot {
     /// The empty state at version 0.
     pub fn empty() -> Self {
@@ -93,6 +111,11 @@ impl Snapshot {
         let mut next = self.clone();
         next.version = version.max(self.version);
         next
+    }
+
+    /// Relabels this state with a later version, in place (see [`Snapshot::at_version`]).
+    pub fn advance_to(&mut self, version: u64) {
+        self.version = self.version.max(version);
     }
 
     /// Number of stored policies.
@@ -150,7 +173,7 @@ impl Snapshot {
     pub fn check(&self, write: &Write) -> Result<Option<u64>, EngineError> {
         // Policies parsed here are remembered, so applying the committed entry does not parse
         // them again (see `policy::parse_one`).
-        match remembering_parses(|| self.apply(self.version + 1, write)).1 {
+        match remembering_parses(|| self.apply_as(self.version + 1, write, Mode::Check)).1 {
             Outcome::Applied => Ok(None),
             Outcome::Duplicate { version } => Ok(Some(version)),
             Outcome::Rejected(e) => Err(e),
@@ -161,6 +184,40 @@ impl Snapshot {
     /// is invalid against this state is rejected in the outcome and leaves the state unchanged (only
     /// the version advances).
     pub fn apply(&self, version: u64, write: &Write) -> (Snapshot, Outcome) {
+        self.apply_as(version, write, Mode::Apply)
+    }
+
+    /// Applies the log entry at `version` to this state itself: the same outcome and resulting
+    /// state as [`Snapshot::apply`], without keeping the state before it. A state machine applying
+    /// a batch of entries works on one private copy of the published state: the first change
+    /// copies the paths it touches, later ones mostly change those copies in place instead of
+    /// copying again, and only the batch's final state is published.
+    pub fn apply_in_place(&mut self, version: u64, write: &Write) -> Outcome {
+        let version = version.max(self.version);
+        if !changes_only_after_validation(&write.command) {
+            let (next, outcome) = self.apply(version, write);
+            *self = next;
+            return outcome;
+        }
+        self.version = version;
+        if let Some(key) = &write.idempotency_key {
+            if let Some(first) = self.idempotency.get(key) {
+                return Outcome::Duplicate { version: *first };
+            }
+        }
+        if let Err(e) = self.check_if_match(write) {
+            return Outcome::Rejected(e);
+        }
+        match self.execute(version, &write.command, Mode::Apply) {
+            Ok(()) => {
+                self.remember_key(write, version);
+                Outcome::Applied
+            }
+            Err(e) => Outcome::Rejected(e),
+        }
+    }
+
+    fn apply_as(&self, version: u64, write: &Write, mode: Mode) -> (Snapshot, Outcome) {
         let version = version.max(self.version);
         if let Some(key) = &write.idempotency_key {
             if let Some(first) = self.idempotency.get(key) {
@@ -174,7 +231,7 @@ impl Snapshot {
         if let Err(e) = next.check_if_match(write) {
             return (self.at_version(version), Outcome::Rejected(e));
         }
-        match next.execute(version, &write.command) {
+        match next.execute(version, &write.command, mode) {
             Ok(()) => {
                 next.remember_key(write, version);
                 (next, Outcome::Applied)
@@ -261,11 +318,15 @@ impl Snapshot {
             .insert((write.stamped_ms, key.clone()), ());
     }
 
-    fn execute(&mut self, version: u64, command: &Command) -> Result<(), EngineError> {
+    fn execute(&mut self, version: u64, command: &Command, mode: Mode) -> Result<(), EngineError> {
         match command {
             Command::PutPolicy { id, cedar } => {
                 let policy = parse_one(id, cedar, version)?;
                 self.validate_policies(std::slice::from_ref(&policy))?;
+                if mode == Mode::Check {
+                    // Filing the policy cannot fail, and a check's state is thrown away.
+                    return Ok(());
+                }
                 self.insert_policy(policy);
                 self.policies_version = version;
             }

@@ -282,47 +282,48 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut state: Arc<Snapshot> = self.published.load_full();
+        // One private copy of the published state takes the whole batch in place; readers keep
+        // the published one until the batch's final state replaces it.
         let mut next: Option<Snapshot> = None;
         let mut responders = Vec::new();
         let mut events = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
             let index = log_id.index();
-            let base: &Snapshot = next.as_ref().unwrap_or(&state);
-            let (after, outcome) = match &entry.payload {
+            let state = next.get_or_insert_with(|| (*self.published.load_full()).clone());
+            let outcome = match &entry.payload {
                 EntryPayload::Normal(req) => {
-                    let (after, outcome) = base.apply(index, &req.0);
+                    let outcome = state.apply_in_place(index, &req.0);
                     events.push(ChangeEvent::of_write(index, &req.0.command, &outcome));
-                    (after, outcome)
+                    outcome
                 }
                 EntryPayload::Membership(m) => {
                     self.published.see_members(m.nodes().map(|(id, _)| *id));
                     self.last_membership =
                         StoredMembershipOf::<TypeConfig>::new(Some(log_id), m.clone());
                     events.push(ChangeEvent::internal(index, "membership"));
-                    (base.at_version(index), Outcome::Applied)
+                    state.advance_to(index);
+                    Outcome::Applied
                 }
                 EntryPayload::Blank => {
                     events.push(ChangeEvent::internal(index, "leader_elected"));
-                    (base.at_version(index), Outcome::Applied)
+                    state.advance_to(index);
+                    Outcome::Applied
                 }
             };
             if let Outcome::Rejected(e) = &outcome {
                 tracing::debug!(index, code = e.code.as_str(), "write rejected in apply");
             }
-            next = Some(after);
             self.last_applied = Some(log_id);
             if let Some(r) = responder {
                 responders.push((r, Response(outcome)));
             }
         }
         if let Some(next) = next {
-            state = Arc::new(next);
             // Publish before answering: a client that is told "version N" can read N here at once.
             // Events first, so a watcher woken by the new version finds its event.
             self.published.record(events, None);
-            self.published.publish(state);
+            self.published.publish(Arc::new(next));
         }
         for (r, resp) in responders {
             r.send(resp);

@@ -129,7 +129,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn snapshot_matches_models(ops in prop::collection::vec(op(), 1..40)) {
+    fn snapshot_matches_models(ops in prop::collection::vec(op(), 1..40), in_place in any::<bool>()) {
         let mut snap = Snapshot::empty();
         let mut entities: BTreeMap<u8, (Vec<u8>, i64)> = BTreeMap::new();
         let mut policies: BTreeMap<u8, String> = BTreeMap::new();
@@ -167,7 +167,15 @@ proptest! {
                     (Command::DeletePolicy { id: format!("p{slot}") }, existed)
                 }
             };
-            let (next, outcome) = snap.apply(version, &write(cmd));
+            // Both ways of applying (a new state per write, or one state changed in place) must
+            // match the models.
+            let (next, outcome) = if in_place {
+                let mut next = snap.clone();
+                let outcome = next.apply_in_place(version, &write(cmd));
+                (next, outcome)
+            } else {
+                snap.apply(version, &write(cmd))
+            };
             prop_assert_eq!(next.version(), version);
             prop_assert_eq!(matches!(outcome, Outcome::Applied), expect_ok, "{:?} -> {:?}", op, outcome);
             snap = next;
@@ -223,6 +231,8 @@ proptest! {
     #[test]
     fn persisted_form_round_trips(ops in prop::collection::vec(op(), 1..25)) {
         let mut snap = Snapshot::empty();
+        // The same writes applied to one state in place give the same state.
+        let mut in_place = Snapshot::empty();
         for (i, op) in ops.iter().enumerate() {
             let cmd = match op {
                 Op::Upsert { id, parents, level } => Command::UpsertEntities { json: json!([{
@@ -233,7 +243,12 @@ proptest! {
                 Op::PutPolicy { slot, text } => Command::PutPolicy { id: format!("p{slot}"), cedar: text.clone() },
                 Op::DeletePolicy { slot } => Command::DeletePolicy { id: format!("p{slot}") },
             };
-            snap = snap.apply(i as u64 + 1, &write(cmd)).0;
+            let w = write(cmd);
+            let outcome = in_place.apply_in_place(i as u64 + 1, &w);
+            let (next, expected) = snap.apply(i as u64 + 1, &w);
+            prop_assert_eq!(outcome, expected);
+            snap = next;
+            prop_assert_eq!(in_place.to_persisted(), snap.to_persisted());
         }
         let back = Snapshot::from_persisted(&snap.to_persisted()).unwrap();
         prop_assert_eq!(back.to_persisted(), snap.to_persisted());

@@ -9,7 +9,10 @@ use verdict_cluster::log_store::LogStore;
 use verdict_cluster::state_machine::StateMachine;
 use verdict_cluster::types::TypeConfig;
 
-struct Builder;
+/// Builds stores with `segment_len` entries per log segment (`None`: the default).
+struct Builder {
+    segment_len: Option<u64>,
+}
 
 fn err(e: impl std::fmt::Display) -> StorageError<TypeConfig> {
     StorageError::read(TypeConfig::err_from_error(&std::io::Error::other(
@@ -24,7 +27,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
             .path(dir.path().join("raft"))
             .open()
             .map_err(err)?;
-        let log = LogStore::open(db).map_err(err)?;
+        let log = match self.segment_len {
+            Some(len) => LogStore::open_with_segment_len(db, len),
+            None => LogStore::open(db),
+        }
+        .map_err(err)?;
         let sm = StateMachine::open(&dir.path().join("snapshots")).map_err(err)?;
         Ok((dir, log, sm))
     }
@@ -32,6 +39,18 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite_passes() -> Result<(), StorageError<TypeConfig>> {
-    Suite::test_all(Builder).await?;
+    Suite::test_all(Builder { segment_len: None }).await?;
+    Ok(())
+}
+
+/// The suite's logs are short: with three entries per segment every test crosses segment
+/// boundaries (appends, reads, truncations and purges that span segments).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_passes_with_tiny_segments() -> Result<(), StorageError<TypeConfig>>
+{
+    Suite::test_all(Builder {
+        segment_len: Some(3),
+    })
+    .await?;
     Ok(())
 }

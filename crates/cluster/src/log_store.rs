@@ -416,6 +416,16 @@ mod tests {
         Ok(out)
     }
 
+    /// A store with 16-entry segments holding entries 1..=100.
+    fn hundred_entries(
+    ) -> Result<(tempfile::TempDir, sled::Db, LogStore), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db = sled::Config::new().path(dir.path()).open()?;
+        let store = LogStore::open_with_segment_len(db.clone(), 16)?;
+        put_entries(&store, 1..=100)?;
+        Ok((dir, db, store))
+    }
+
     /// Waits (with a deadline) for the background purge.
     async fn settle(store: &LogStore, want_first: u64) -> TestResult {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -430,10 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_purge_hides_entries_at_once_and_drops_whole_segments() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let db = sled::Config::new().path(dir.path()).open()?;
-        let mut store = LogStore::open_with_segment_len(db.clone(), 16)?;
-        put_entries(&store, 1..=100)?;
+        let (_dir, _db, mut store) = hundred_entries()?;
 
         store.purge(log_id::<TypeConfig>(1, 1, 60)).await?;
         // Hidden before the background drop has necessarily run.
@@ -450,10 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn opening_drops_the_segments_a_crash_left_behind() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let db = sled::Config::new().path(dir.path()).open()?;
-        let mut store = LogStore::open_with_segment_len(db.clone(), 16)?;
-        put_entries(&store, 1..=100)?;
+        let (_dir, db, mut store) = hundred_entries()?;
         store.purge(log_id::<TypeConfig>(1, 1, 60)).await?;
         settle(&store, 48).await?;
         // A crash after the purge point was made durable but before the drop: the entries are
@@ -470,10 +474,7 @@ mod tests {
 
     #[tokio::test]
     async fn truncation_spans_segments() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let db = sled::Config::new().path(dir.path()).open()?;
-        let mut store = LogStore::open_with_segment_len(db, 16)?;
-        put_entries(&store, 1..=100)?;
+        let (_dir, _db, mut store) = hundred_entries()?;
         store
             .truncate_after(Some(log_id::<TypeConfig>(1, 1, 20)))
             .await?;

@@ -8,6 +8,9 @@
 //! - [`index`]: the scope index behind that candidate selection.
 //! - [`policy`], [`entity`], [`schema`]: parsed, stored forms of the three kinds of data.
 //! - [`persist`]: the versioned, self-describing encoding of a snapshot for snapshot files.
+//! - [`keyring`]: the replicated token key ring and its deterministic, Keystone-style rotation.
+//! - [`token`]: PASETO v4.local tokens, issued with the primary key and validated with any key.
+//! - [`revocation`]: token revocation events as watermarks (a check is a few look-ups at any count).
 //! - [`error`], [`ids`]: user-facing errors with stable codes; id syntax.
 //! - [`value`]: plain JSON → Cedar values without Cedar's slower JSON parser.
 //!
@@ -25,10 +28,13 @@ pub mod entity;
 pub mod error;
 pub mod ids;
 pub mod index;
+pub mod keyring;
 pub mod persist;
 pub mod policy;
+pub mod revocation;
 pub mod schema;
 pub mod snapshot;
+pub mod token;
 pub mod value;
 
 pub use command::Command;

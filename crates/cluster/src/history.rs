@@ -88,6 +88,8 @@ impl ChangeEvent {
                     .collect();
             }
             Command::ReplaceEntities { .. } => e.replaced_all = true,
+            // The kind is the news: a PEP drops cached token introspections on `revoke`.
+            Command::RotateKeys { .. } | Command::Revoke { .. } => {}
         }
         e
     }

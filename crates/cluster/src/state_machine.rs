@@ -32,6 +32,7 @@ use serde::Deserialize;
 use serde::Serialize;
 use tokio::sync::watch;
 use verdict_engine::persist::PersistedState;
+use verdict_engine::persist::PersistedStateV1;
 use verdict_engine::Outcome;
 use verdict_engine::Snapshot;
 
@@ -138,6 +139,29 @@ struct SnapshotFile {
     members_seen: BTreeSet<NodeId>,
 }
 
+/// A snapshot file of a release before tokens (its state has no token part).
+#[derive(Deserialize)]
+struct SnapshotFileV1 {
+    meta: SnapshotMetaOf<TypeConfig>,
+    state: PersistedStateV1,
+    members_seen: BTreeSet<NodeId>,
+}
+
+/// Reads a snapshot file or transfer, of this release or the one before tokens.
+fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, io::Error> {
+    match decode::<SnapshotFile>(bytes) {
+        Ok(file) => Ok(file),
+        Err(current) => match decode::<SnapshotFileV1>(bytes) {
+            Ok(v1) => Ok(SnapshotFile {
+                meta: v1.meta,
+                state: v1.state.into(),
+                members_seen: v1.members_seen,
+            }),
+            Err(_) => Err(current),
+        },
+    }
+}
+
 /// The openraft state machine over the engine.
 pub struct StateMachine {
     published: Arc<Published>,
@@ -158,7 +182,7 @@ impl StateMachine {
         };
         if let Some(path) = newest_snapshot(dir)? {
             let bytes = fs::read(&path)?;
-            let file: SnapshotFile = decode(&bytes)?;
+            let file = decode_snapshot(&bytes)?;
             let snapshot = Snapshot::from_persisted(&file.state).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -350,7 +374,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.dir.clone();
         let index = meta.last_log_id.map(|l| l.index()).unwrap_or(0);
         let (restored, seen) = tokio::task::spawn_blocking(move || -> Result<_, io::Error> {
-            let file: SnapshotFile = decode(&bytes)?;
+            let file = decode_snapshot(&bytes)?;
             let snap = Snapshot::from_persisted(&file.state).map_err(|e| {
                 io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {e}"))
             })?;
@@ -378,10 +402,52 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         };
         let bytes = fs::read(&path)?;
-        let file: SnapshotFile = decode(&bytes)?;
+        let file = decode_snapshot(&bytes)?;
         Ok(Some(SnapshotOf::<TypeConfig, Self::SnapshotData> {
             meta: file.meta,
             snapshot: Cursor::new(bytes),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode;
+
+    /// The layout a release before tokens wrote.
+    #[derive(Serialize)]
+    struct OldFile {
+        meta: SnapshotMetaOf<TypeConfig>,
+        state: PersistedStateV1,
+        members_seen: BTreeSet<NodeId>,
+    }
+
+    #[test]
+    fn snapshot_files_written_before_tokens_still_load() -> Result<(), Box<dyn std::error::Error>> {
+        let old = OldFile {
+            meta: SnapshotMetaOf::<TypeConfig>::default(),
+            state: PersistedStateV1 {
+                version: 42,
+                policies: vec![("p".into(), "permit(principal, action, resource);".into(), 7)],
+                policies_version: 7,
+                ..Default::default()
+            },
+            members_seen: (1..=9).collect(),
+        };
+        let file = decode_snapshot(&encode(&old)?)?;
+        assert_eq!(file.state.version, 42);
+        assert_eq!(file.state.policies.len(), 1);
+        assert!(file.state.tokens.keys.is_empty());
+        assert_eq!(file.members_seen.len(), 9);
+        // And today's layout reads as itself.
+        let now = SnapshotFile {
+            meta: SnapshotMetaOf::<TypeConfig>::default(),
+            state: file.state.clone(),
+            members_seen: file.members_seen.clone(),
+        };
+        let again = decode_snapshot(&encode(&now)?)?;
+        assert_eq!(again.state, file.state);
+        Ok(())
     }
 }

@@ -5,6 +5,8 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use crate::error::EngineError;
+use crate::keyring::RotationPolicy;
+use crate::revocation::Selector;
 
 /// One state change. Entity JSON travels as text because the log encoding (bincode) cannot carry
 /// self-describing JSON values.
@@ -56,6 +58,35 @@ pub enum Command {
         /// JSON array text.
         json: String,
     },
+    /// Rotate the token keys: the staged key becomes primary, the primary secondary, and
+    /// `material` the new staged key (its id is this entry's index). The receiving node draws the
+    /// material from OS entropy before proposing; apply uses it as given.
+    RotateKeys {
+        /// The new staged key.
+        material: KeyMaterial,
+        /// On an empty ring only: the first primary key.
+        first_primary: Option<KeyMaterial>,
+        /// The token lifetime, clock skew and key limit this rotation is checked against; they
+        /// become the ring's policy.
+        policy: RotationPolicy,
+    },
+    /// Revoke the tokens that match `selector` and were issued before `issued_before_ms`.
+    Revoke {
+        /// Which tokens.
+        selector: Selector,
+        /// Milliseconds since the Unix epoch; `None`: the write's stamped time.
+        issued_before_ms: Option<u64>,
+    },
+}
+
+/// 32 bytes of key material. Its `Debug` never prints them, so a logged command leaks nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMaterial(pub [u8; 32]);
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyMaterial(..)")
+    }
 }
 
 impl Command {
@@ -72,6 +103,8 @@ impl Command {
             Self::UpsertEntities { .. } => "upsert_entities",
             Self::DeleteEntities { .. } => "delete_entities",
             Self::ReplaceEntities { .. } => "replace_entities",
+            Self::RotateKeys { .. } => "rotate_keys",
+            Self::Revoke { .. } => "revoke",
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     MissingField,
     /// A request field has the wrong shape.
     InvalidRequest,
+    /// A key rotation would drop a key that may still validate live tokens.
+    RotationTooFast,
 }
 
 impl ErrorCode {
@@ -47,6 +49,7 @@ impl ErrorCode {
             Self::PreconditionFailed => "precondition_failed",
             Self::MissingField => "missing_field",
             Self::InvalidRequest => "invalid_json",
+            Self::RotationTooFast => "rotation_too_fast",
         }
     }
 }

@@ -6,7 +6,11 @@ use serde::Serialize;
 
 use crate::entity::parse_entities;
 use crate::error::EngineError;
+use crate::keyring::KeyRing;
+use crate::keyring::RotationPolicy;
 use crate::policy::parse_one;
+use crate::revocation::PersistedRevocations;
+use crate::revocation::Revocations;
 use crate::schema::parse_schema;
 use crate::snapshot::Snapshot;
 
@@ -30,6 +34,60 @@ pub struct PersistedState {
     pub entities_version: u64,
     /// `(key, version, stamped_ms)` of every remembered idempotency key.
     pub idempotency: Vec<(String, u64, u64)>,
+    /// Token keys, their policy and revocations. Last, so the layout before them is that of
+    /// [`PersistedStateV1`].
+    pub tokens: PersistedTokens,
+}
+
+/// The token part of a persisted state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedTokens {
+    /// The key ring, material included: snapshot files hold secrets (docs/operations.md).
+    pub keys: KeyRing,
+    /// The latest rotation's policy.
+    pub policy: RotationPolicy,
+    /// The longest token lifetime any rotation has allowed.
+    pub max_token_lifetime_ms: u64,
+    /// Revocation watermarks.
+    pub revocations: PersistedRevocations,
+}
+
+/// The persisted state written before tokens existed (snapshot files of earlier releases). Read
+/// only: [`PersistedState`] is what is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedStateV1 {
+    /// See [`PersistedState::version`].
+    pub version: u64,
+    /// See [`PersistedState::policies`].
+    pub policies: Vec<(String, String, u64)>,
+    /// See [`PersistedState::policies_version`].
+    pub policies_version: u64,
+    /// See [`PersistedState::schema`].
+    pub schema: Option<(String, bool, u64)>,
+    /// See [`PersistedState::schema_version`].
+    pub schema_version: u64,
+    /// See [`PersistedState::entities`].
+    pub entities: Vec<(String, u64)>,
+    /// See [`PersistedState::entities_version`].
+    pub entities_version: u64,
+    /// See [`PersistedState::idempotency`].
+    pub idempotency: Vec<(String, u64, u64)>,
+}
+
+impl From<PersistedStateV1> for PersistedState {
+    fn from(v1: PersistedStateV1) -> Self {
+        Self {
+            version: v1.version,
+            policies: v1.policies,
+            policies_version: v1.policies_version,
+            schema: v1.schema,
+            schema_version: v1.schema_version,
+            entities: v1.entities,
+            entities_version: v1.entities_version,
+            idempotency: v1.idempotency,
+            tokens: PersistedTokens::default(),
+        }
+    }
 }
 
 impl Snapshot {
@@ -61,6 +119,12 @@ impl Snapshot {
                 .keys()
                 .filter_map(|(t, k)| self.idempotency.get(k).map(|v| (k.clone(), *v, *t)))
                 .collect(),
+            tokens: PersistedTokens {
+                keys: (*self.keys).clone(),
+                policy: self.token_policy,
+                max_token_lifetime_ms: self.max_token_lifetime_ms,
+                revocations: self.revocations.to_persisted(),
+            },
         }
     }
 
@@ -103,6 +167,10 @@ impl Snapshot {
             s.idempotency.insert(key.clone(), *v);
             s.idempotency_by_time.insert((*t, key.clone()), ());
         }
+        s.keys = std::sync::Arc::new(p.tokens.keys.clone());
+        s.token_policy = p.tokens.policy;
+        s.max_token_lifetime_ms = p.tokens.max_token_lifetime_ms;
+        s.revocations = Revocations::from_persisted(&p.tokens.revocations);
         s.version = p.version;
         Ok(s)
     }

@@ -16,6 +16,7 @@ use imbl::HashMap;
 use imbl::OrdMap;
 
 use crate::command::Command;
+use crate::command::KeyMaterial;
 use crate::command::Outcome;
 use crate::command::Write;
 use crate::entity::parse_entities;
@@ -30,11 +31,17 @@ use crate::index::Bucket;
 use crate::index::FastMap;
 use crate::index::IndexKey;
 use crate::index::ScopeIndex;
+use crate::keyring::KeyId;
+use crate::keyring::KeyRing;
+use crate::keyring::KeyRingError;
+use crate::keyring::RotationPolicy;
 use crate::policy::parse_map;
 use crate::policy::parse_one;
 use crate::policy::parse_set;
 use crate::policy::remembering_parses;
 use crate::policy::StoredPolicy;
+use crate::revocation::Revocations;
+use crate::revocation::Selector;
 use crate::schema::parse_schema;
 use crate::schema::StoredSchema;
 
@@ -63,6 +70,14 @@ pub struct Snapshot {
     pub(crate) entities_version: u64,
     pub(crate) idempotency: HashMap<String, u64>,
     pub(crate) idempotency_by_time: OrdMap<(u64, String), ()>,
+    /// The token key ring (shared: it changes only on rotation).
+    pub(crate) keys: Arc<KeyRing>,
+    /// The rotation policy of the latest rotation (token lifetime, clock skew, key limit).
+    pub(crate) token_policy: RotationPolicy,
+    /// The longest token lifetime any rotation has allowed: revocations are kept at least that long.
+    pub(crate) max_token_lifetime_ms: u64,
+    /// Revocation watermarks.
+    pub(crate) revocations: Revocations,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -208,7 +223,7 @@ impl Snapshot {
         if let Err(e) = self.check_if_match(write) {
             return Outcome::Rejected(e);
         }
-        match self.execute(version, &write.command, Mode::Apply) {
+        match self.execute(version, write, Mode::Apply) {
             Ok(()) => {
                 self.remember_key(write, version);
                 Outcome::Applied
@@ -231,7 +246,7 @@ impl Snapshot {
         if let Err(e) = next.check_if_match(write) {
             return (self.at_version(version), Outcome::Rejected(e));
         }
-        match next.execute(version, &write.command, mode) {
+        match next.execute(version, write, mode) {
             Ok(()) => {
                 next.remember_key(write, version);
                 (next, Outcome::Applied)
@@ -279,6 +294,16 @@ impl Snapshot {
             Command::ReplaceEntities { .. } => {
                 ("the entity set".to_string(), self.entities_version)
             }
+            Command::RotateKeys { .. } => (
+                "the key ring".to_string(),
+                self.keys.staged().map(|k| k.id.0).unwrap_or(0),
+            ),
+            Command::Revoke { .. } => {
+                return Err(EngineError::new(
+                    ErrorCode::InvalidRequest,
+                    "`If-Match` does not apply to revocations (they only add); send the request without it",
+                ))
+            }
         };
         if current == expected {
             return Ok(());
@@ -318,8 +343,8 @@ impl Snapshot {
             .insert((write.stamped_ms, key.clone()), ());
     }
 
-    fn execute(&mut self, version: u64, command: &Command, mode: Mode) -> Result<(), EngineError> {
-        match command {
+    fn execute(&mut self, version: u64, write: &Write, mode: Mode) -> Result<(), EngineError> {
+        match &write.command {
             Command::PutPolicy { id, cedar } => {
                 let policy = parse_one(id, cedar, version)?;
                 self.validate_policies(std::slice::from_ref(&policy))?;
@@ -391,8 +416,94 @@ impl Snapshot {
                 }
                 self.entities_version = version;
             }
+            Command::RotateKeys {
+                material,
+                first_primary,
+                policy,
+            } => self.rotate_keys(
+                version,
+                write.stamped_ms,
+                material,
+                first_primary.as_ref(),
+                policy,
+            )?,
+            Command::Revoke {
+                selector,
+                issued_before_ms,
+            } => self.revoke(write.stamped_ms, selector, *issued_before_ms)?,
         }
         Ok(())
+    }
+
+    // ---- tokens ----
+
+    fn rotate_keys(
+        &mut self,
+        version: u64,
+        stamped_ms: u64,
+        material: &KeyMaterial,
+        first_primary: Option<&KeyMaterial>,
+        policy: &RotationPolicy,
+    ) -> Result<(), EngineError> {
+        let ring = self
+            .keys
+            .rotate(
+                KeyId(version),
+                material.0,
+                first_primary.map(|m| m.0),
+                stamped_ms,
+                policy,
+            )
+            .map_err(key_error)?;
+        self.keys = Arc::new(ring);
+        self.token_policy = *policy;
+        self.max_token_lifetime_ms = self.max_token_lifetime_ms.max(policy.token_lifetime_ms);
+        Ok(())
+    }
+
+    fn revoke(
+        &mut self,
+        stamped_ms: u64,
+        selector: &Selector,
+        issued_before_ms: Option<u64>,
+    ) -> Result<(), EngineError> {
+        selector
+            .validate()
+            .map_err(|m| EngineError::new(ErrorCode::InvalidRequest, m))?;
+        let before = issued_before_ms.unwrap_or(stamped_ms);
+        let latest = stamped_ms.saturating_add(self.token_policy.clock_skew_ms);
+        if before > latest {
+            return Err(EngineError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "`issued_before` {before} is in the future (now {stamped_ms} ms since the epoch,                      plus {} ms skew allowed); omit it to revoke everything issued until now",
+                    self.token_policy.clock_skew_ms
+                ),
+            ));
+        }
+        self.revocations.add(selector, before);
+        // Keep pruning cheap and bounded: a few shards per revocation, by the stamped time.
+        let horizon = self
+            .max_token_lifetime_ms
+            .max(self.token_policy.token_lifetime_ms)
+            .saturating_add(self.token_policy.clock_skew_ms);
+        self.revocations.prune(stamped_ms, horizon, PRUNE_BUDGET);
+        Ok(())
+    }
+
+    /// The token key ring.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// The rotation policy of the latest rotation (defaults before any).
+    pub fn token_policy(&self) -> &RotationPolicy {
+        &self.token_policy
+    }
+
+    /// The revocation watermarks.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     // ---- policies ----
@@ -602,6 +713,17 @@ impl Snapshot {
             }
         }
     }
+}
+
+/// Watermarks examined per revocation write by the incremental prune.
+const PRUNE_BUDGET: usize = 512;
+
+fn key_error(e: KeyRingError) -> EngineError {
+    let code = match e {
+        KeyRingError::RotationTooFast { .. } => ErrorCode::RotationTooFast,
+        _ => ErrorCode::InvalidRequest,
+    };
+    EngineError::new(code, e.to_string())
 }
 
 fn parse_json(text: &str) -> Result<serde_json::Value, EngineError> {

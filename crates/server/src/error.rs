@@ -60,6 +60,7 @@ impl From<EngineError> for ApiError {
         let status = match e.code {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ErrorCode::RotationTooFast => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
         Self {

@@ -15,4 +15,5 @@ mod examples;
 mod harness;
 mod idempotency;
 mod membership;
+mod tokens;
 mod watch;

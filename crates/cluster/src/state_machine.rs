@@ -450,4 +450,46 @@ mod tests {
         assert_eq!(again.state, file.state);
         Ok(())
     }
+
+    /// Everything a token write puts in the log or a snapshot must survive bincode (which cannot
+    /// read self-describing serde shapes such as internally tagged enums).
+    #[test]
+    fn token_writes_and_state_survive_the_log_encoding() -> Result<(), Box<dyn std::error::Error>> {
+        use verdict_engine::command::KeyMaterial;
+        use verdict_engine::keyring::RotationPolicy;
+        use verdict_engine::revocation::Selector;
+        use verdict_engine::Command;
+        use verdict_engine::Write;
+        let writes = [
+            Command::RotateKeys {
+                material: KeyMaterial([1; 32]),
+                first_primary: Some(KeyMaterial([2; 32])),
+                policy: RotationPolicy::default(),
+            },
+            Command::Revoke {
+                selector: Selector::SubjectScope {
+                    sub: "alice".into(),
+                    scope: "p".into(),
+                },
+                issued_before_ms: None,
+            },
+        ];
+        let mut snap = Snapshot::empty();
+        for (i, command) in writes.into_iter().enumerate() {
+            let write = Write {
+                command,
+                if_match: None,
+                idempotency_key: None,
+                stamped_ms: 1_000,
+            };
+            let back: Write = decode(&encode(&write)?)?;
+            assert_eq!(back, write);
+            assert_eq!(snap.apply_in_place(i as u64 + 1, &back), Outcome::Applied);
+        }
+        let state = snap.to_persisted();
+        assert_eq!(state.tokens.revocations.marks.len(), 1);
+        let back: PersistedState = decode(&encode(&state)?)?;
+        assert_eq!(back, state);
+        Ok(())
+    }
 }

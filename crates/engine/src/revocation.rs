@@ -25,9 +25,10 @@ use serde::Serialize;
 /// Longest selector value accepted, in bytes.
 pub const MAX_SELECTOR_LEN: usize = 512;
 
-/// What an event revokes.
+/// What an event revokes. Serialised externally tagged (the default), as bincode requires: the
+/// log and snapshot files carry it. The HTTP API's `{"by": …}` shape is the server's own type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "by", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Selector {
     /// One token, by its id (`jti`).
     Token {

@@ -64,6 +64,12 @@ pub struct Config {
     /// unless `dir` says otherwise.
     #[serde(default)]
     pub decision_log: verdict_decision_log::Config,
+    /// Tokens, the `[tokens]` table: `token_lifetime_ms` (longest token lifetime, default one
+    /// hour), `clock_skew_ms` (how far node clocks may disagree, default 60 s) and
+    /// `max_active_keys` (default 5). A rotation carries these into the log, so the ring's policy
+    /// is the one of its latest rotation, the same on every node.
+    #[serde(default)]
+    pub tokens: verdict_engine::keyring::RotationPolicy,
 }
 
 impl Default for Config {
@@ -90,6 +96,7 @@ impl Default for Config {
             keep_log_behind_snapshot: 1000,
             max_watchers: 1024,
             decision_log: verdict_decision_log::Config::default(),
+            tokens: verdict_engine::keyring::RotationPolicy::default(),
         }
     }
 }

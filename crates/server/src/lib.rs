@@ -44,6 +44,7 @@ use crate::routes::decide;
 use crate::routes::decision_log;
 use crate::routes::health;
 use crate::routes::peer;
+use crate::routes::tokens;
 use crate::routes::watch;
 use crate::state::AppState;
 use crate::state::Metrics;
@@ -148,6 +149,14 @@ pub fn api_router(state: Shared) -> Router {
             post(cluster::transfer_leader),
         )
         .route("/v1/node/drain", post(cluster::drain))
+        .route("/v1/keys", get(tokens::list_keys))
+        .route("/v1/keys/rotate", post(tokens::rotate))
+        .route("/v1/tokens", post(tokens::issue))
+        .route("/v1/tokens/introspect", post(tokens::introspect))
+        .route(
+            "/v1/revocations",
+            get(tokens::list_revocations).post(tokens::revoke),
+        )
         .layer(DefaultBodyLimit::max(state.config.max_admin_body));
     let limited = decisions
         .merge(admin)

@@ -29,7 +29,7 @@ fn versioned(value: Value, version: u64) -> Response {
     resp
 }
 
-async fn write(state: &Shared, headers: &HeaderMap, command: Command) -> Response {
+pub(crate) async fn write(state: &Shared, headers: &HeaderMap, command: Command) -> Response {
     let result = async {
         let write = Write {
             command,
@@ -46,7 +46,10 @@ async fn write(state: &Shared, headers: &HeaderMap, command: Command) -> Respons
     }
 }
 
-fn admin_body(state: &Shared, raw: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn admin_body(
+    state: &Shared,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
     body::bytes(raw, state.config.max_admin_body)
 }
 

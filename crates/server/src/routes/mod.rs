@@ -6,4 +6,5 @@ pub mod decide;
 pub mod decision_log;
 pub mod health;
 pub mod peer;
+pub mod tokens;
 pub mod watch;

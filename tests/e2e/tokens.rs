@@ -136,3 +136,74 @@ async fn issue_introspect_revoke_and_restart() {
         json!("revoked")
     );
 }
+
+/// Introspects `token` on `api` at (at least) `version`.
+async fn introspect_at(api: &Api, token: &str, version: u64) -> Resp {
+    api.send(
+        api.req(Method::POST, "/v1/tokens/introspect")
+            .header("content-type", "application/json")
+            .header("verdict-min-version", version.to_string())
+            .body(json!({"token": token}).to_string()),
+    )
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_revocations_are_the_same_on_every_node() {
+    use std::time::Duration;
+
+    use crate::harness::cluster::Cluster;
+
+    let mut c = Cluster::start(3, &[]).await;
+    let leader = c.leader(&[1, 2, 3], Duration::from_secs(10)).await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let other = 6 - leader - follower;
+
+    // Rotate through a follower (forwarded), then issue on the leader.
+    let rotated = c
+        .member(follower)
+        .api()
+        .json(Method::POST, "/v1/keys/rotate", &json!({}))
+        .await
+        .written();
+    let (token, _) = issue(c.member(leader).api(), "dave", Some("proj")).await;
+    // A token issued on one node validates on every other node.
+    for m in &c.members {
+        let r = introspect_at(m.api(), &token, rotated).await;
+        assert_eq!(r.json["active"], json!(true), "node {}: {}", m.id, r.text);
+    }
+
+    // A revocation submitted on a follower is seen by every node at its version.
+    let revoked = c
+        .member(other)
+        .api()
+        .json(
+            Method::POST,
+            "/v1/revocations",
+            &json!({"by": "subject", "sub": "dave"}),
+        )
+        .await
+        .written();
+    for m in &c.members {
+        let r = introspect_at(m.api(), &token, revoked).await;
+        assert_eq!(r.json["active"], json!(false), "node {}: {}", m.id, r.text);
+        assert_eq!(
+            r.json["reason"],
+            json!("revoked"),
+            "node {}: {}",
+            m.id,
+            r.text
+        );
+    }
+
+    // A restarted node keeps keys and revocations.
+    let (fresh, _) = issue(c.member(leader).api(), "erin", None).await;
+    c.member_mut(follower).restart();
+    c.member(follower).wait_ready(Duration::from_secs(30)).await;
+    let api = c.member(follower).api();
+    let r = introspect_at(api, &fresh, revoked).await;
+    assert_eq!(r.json["active"], json!(true), "{}", r.text);
+    let r = introspect_at(api, &token, revoked).await;
+    assert_eq!(r.json["reason"], json!("revoked"), "{}", r.text);
+}

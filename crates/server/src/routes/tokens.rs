@@ -169,15 +169,19 @@ fn token_of(headers: &HeaderMap, raw: &[u8]) -> Result<String, ApiError> {
 
 /// `POST /v1/tokens/introspect`: RFC 7662's shape. `active` is true only for a token that
 /// decrypts under a key of this node's ring, has not expired (with the configured skew) and is not
-/// revoked; otherwise `active: false` and a `reason` code.
+/// revoked; otherwise `active: false` and a `reason` code. Honours `Verdict-Min-Version`.
 pub async fn introspect(
     State(state): State<Shared>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = (|| {
+    let result = async {
         let raw = admin_body(&state, raw)?;
         let token = token_of(&headers, &raw)?;
+        // A client that just revoked through another node can demand that revocation here.
+        if let Some(min) = body::u64_header(&headers, body::MIN_VERSION_HEADER)? {
+            state.wait_for_version(min).await?;
+        }
         let snap = state.node.published().load_full();
         let inactive =
             |reason: &str| json!({"active": false, "reason": reason, "version": snap.version()});
@@ -209,7 +213,8 @@ pub async fn introspect(
             }
         };
         Ok::<_, ApiError>(body::versioned(answer, snap.version()))
-    })();
+    }
+    .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 

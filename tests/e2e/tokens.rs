@@ -122,8 +122,26 @@ async fn issue_introspect_revoke_and_restart() {
         .await;
     assert_problem(&future, 400, "invalid_json");
 
+    // Several events in one write: all or none.
+    let mixed = api
+        .json(
+            Method::POST,
+            "/v1/revocations",
+            &json!([{"by": "token", "jti": "a"}, {"by": "subject", "sub": ""}]),
+        )
+        .await;
+    assert_problem(&mixed, 400, "missing_field");
+    assert!(mixed.text.contains("event 1"), "{}", mixed.text);
+    api.json(
+        Method::POST,
+        "/v1/revocations",
+        &json!([{"by": "token", "jti": "t-1"}, {"by": "token", "jti": "t-2"}]),
+    )
+    .await
+    .written();
+
     let list = api.get("/v1/revocations?limit=1").await.ok();
-    assert_eq!(list.json["total"], json!(2), "{}", list.text);
+    assert_eq!(list.json["total"], json!(4), "{}", list.text);
     assert_eq!(list.json["revocations"].as_array().map(Vec::len), Some(1));
     assert!(list.json["next"].is_string(), "{}", list.text);
 

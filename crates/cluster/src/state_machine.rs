@@ -467,11 +467,13 @@ mod tests {
                 policy: RotationPolicy::default(),
             },
             Command::Revoke {
-                selector: Selector::SubjectScope {
-                    sub: "alice".into(),
-                    scope: "p".into(),
-                },
-                issued_before_ms: None,
+                events: vec![(
+                    Selector::SubjectScope {
+                        sub: "alice".into(),
+                        scope: "p".into(),
+                    },
+                    None,
+                )],
             },
         ];
         let mut snap = Snapshot::empty();

@@ -70,12 +70,12 @@ pub enum Command {
         /// become the ring's policy.
         policy: RotationPolicy,
     },
-    /// Revoke the tokens that match `selector` and were issued before `issued_before_ms`.
+    /// Revoke, for each event, the tokens that match its selector and were issued before its
+    /// time (milliseconds since the Unix epoch; `None`: the write's stamped time). All or none:
+    /// one invalid event refuses the write.
     Revoke {
-        /// Which tokens.
-        selector: Selector,
-        /// Milliseconds since the Unix epoch; `None`: the write's stamped time.
-        issued_before_ms: Option<u64>,
+        /// The events.
+        events: Vec<(Selector, Option<u64>)>,
     },
 }
 

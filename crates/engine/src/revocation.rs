@@ -22,6 +22,9 @@ use imbl::OrdMap;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::error::EngineError;
+use crate::error::ErrorCode;
+
 /// Longest selector value accepted, in bytes.
 pub const MAX_SELECTOR_LEN: usize = 512;
 
@@ -55,9 +58,10 @@ pub enum Selector {
 }
 
 impl Selector {
-    /// Checks the selector's values: non-empty, at most [`MAX_SELECTOR_LEN`] bytes, no control
-    /// characters. The message names the field and says how to fix it.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the selector's values: non-empty (`missing_field`), at most [`MAX_SELECTOR_LEN`]
+    /// bytes and no control characters (`invalid_json`). The message names the field and says how
+    /// to fix it.
+    pub fn validate(&self) -> Result<(), EngineError> {
         let fields: Vec<(&str, &str)> = match self {
             Self::Token { jti } => vec![("jti", jti)],
             Self::AuditChain { chain } => vec![("chain", chain)],
@@ -66,19 +70,24 @@ impl Selector {
         };
         for (name, value) in fields {
             if value.is_empty() {
-                return Err(format!(
-                    "`{name}` is empty; a revocation needs a value to match tokens by"
+                return Err(EngineError::new(
+                    ErrorCode::MissingField,
+                    format!("`{name}` is empty; a revocation needs a value to match tokens by"),
                 ));
             }
             if value.len() > MAX_SELECTOR_LEN {
-                return Err(format!(
-                    "`{name}` is {} bytes; at most {MAX_SELECTOR_LEN} are accepted",
-                    value.len()
+                return Err(EngineError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "`{name}` is {} bytes; at most {MAX_SELECTOR_LEN} are accepted",
+                        value.len()
+                    ),
                 ));
             }
             if value.chars().any(char::is_control) {
-                return Err(format!(
-                    "`{name}` contains a control character; token claims never do"
+                return Err(EngineError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("`{name}` contains a control character; token claims never do"),
                 ));
             }
         }

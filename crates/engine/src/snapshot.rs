@@ -427,10 +427,7 @@ impl Snapshot {
                 first_primary.as_ref(),
                 policy,
             )?,
-            Command::Revoke {
-                selector,
-                issued_before_ms,
-            } => self.revoke(write.stamped_ms, selector, *issued_before_ms)?,
+            Command::Revoke { events } => self.revoke(write.stamped_ms, events)?,
         }
         Ok(())
     }
@@ -464,25 +461,45 @@ impl Snapshot {
     fn revoke(
         &mut self,
         stamped_ms: u64,
-        selector: &Selector,
-        issued_before_ms: Option<u64>,
+        events: &[(Selector, Option<u64>)],
     ) -> Result<(), EngineError> {
-        selector
-            .validate()
-            .map_err(|m| EngineError::new(ErrorCode::InvalidRequest, m))?;
-        let before = issued_before_ms.unwrap_or(stamped_ms);
-        let latest = stamped_ms.saturating_add(self.token_policy.clock_skew_ms);
-        if before > latest {
+        if events.is_empty() || events.len() > MAX_REVOCATIONS_PER_WRITE {
             return Err(EngineError::new(
                 ErrorCode::InvalidRequest,
                 format!(
-                    "`issued_before` {before} is in the future (now {stamped_ms} ms since the epoch,                      plus {} ms skew allowed); omit it to revoke everything issued until now",
-                    self.token_policy.clock_skew_ms
+                    "a revocation write holds {} events; send 1 to {MAX_REVOCATIONS_PER_WRITE}",
+                    events.len()
                 ),
             ));
         }
-        self.revocations.add(selector, before);
-        // Keep pruning cheap and bounded: a few shards per revocation, by the stamped time.
+        // Every event is checked before the first is recorded: all or none.
+        let latest = stamped_ms.saturating_add(self.token_policy.clock_skew_ms);
+        for (i, (selector, issued_before_ms)) in events.iter().enumerate() {
+            let at = |mut e: EngineError| {
+                if events.len() > 1 {
+                    e.detail = format!("event {i}: {}", e.detail);
+                }
+                e
+            };
+            selector.validate().map_err(at)?;
+            let before = issued_before_ms.unwrap_or(stamped_ms);
+            if before > latest {
+                return Err(at(EngineError::new(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "`issued_before` {before} is in the future (now {stamped_ms} ms since the \
+                         epoch, plus {} ms skew allowed); omit it to revoke everything issued \
+                         until now",
+                        self.token_policy.clock_skew_ms
+                    ),
+                )));
+            }
+        }
+        for (selector, issued_before_ms) in events {
+            self.revocations
+                .add(selector, issued_before_ms.unwrap_or(stamped_ms));
+        }
+        // Keep pruning cheap and bounded: a few shards per revocation write, by the stamped time.
         let horizon = self
             .max_token_lifetime_ms
             .max(self.token_policy.token_lifetime_ms)
@@ -717,6 +734,8 @@ impl Snapshot {
 
 /// Watermarks examined per revocation write by the incremental prune.
 const PRUNE_BUDGET: usize = 512;
+/// Most revocation events in one write.
+pub const MAX_REVOCATIONS_PER_WRITE: usize = 10_000;
 
 fn key_error(e: KeyRingError) -> EngineError {
     let code = match e {

@@ -83,10 +83,12 @@ fn rotations_and_revocations_apply_as_log_entries() {
     // Revoking alice (issued before the stamped time) makes her token revoked, not bob's.
     let (t2, _) = issue(&snap, "bob", 2 * HOUR, "j2");
     let revoke = Command::Revoke {
-        selector: Selector::Subject {
-            sub: "alice".into(),
-        },
-        issued_before_ms: None,
+        events: vec![(
+            Selector::Subject {
+                sub: "alice".into(),
+            },
+            None,
+        )],
     };
     assert_eq!(apply(&mut snap, 3, revoke, 2 * HOUR + 5), Outcome::Applied);
     assert!(snap.revocations().is_revoked(&facts(&claims)));
@@ -118,21 +120,30 @@ fn refused_token_writes_leave_the_state_unchanged() {
         other => panic!("{other:?}"),
     }
     let future = Command::Revoke {
-        selector: Selector::Token { jti: "x".into() },
-        issued_before_ms: Some(HOUR),
+        events: vec![(Selector::Token { jti: "x".into() }, Some(HOUR))],
     };
     match apply(&mut snap, 6, future, 10) {
         Outcome::Rejected(e) => assert_eq!(e.code, ErrorCode::InvalidRequest),
         other => panic!("{other:?}"),
     }
     let empty = Command::Revoke {
-        selector: Selector::Subject { sub: String::new() },
-        issued_before_ms: None,
+        events: vec![(Selector::Subject { sub: String::new() }, None)],
     };
     assert!(matches!(
         apply(&mut snap, 7, empty, 10),
         Outcome::Rejected(_)
     ));
+    // All or none: one bad event refuses the whole write.
+    let mixed = Command::Revoke {
+        events: vec![
+            (Selector::Subject { sub: "ok".into() }, None),
+            (Selector::Token { jti: String::new() }, None),
+        ],
+    };
+    match apply(&mut snap, 8, mixed, 10) {
+        Outcome::Rejected(e) => assert!(e.detail.starts_with("event 1:"), "{}", e.detail),
+        other => panic!("{other:?}"),
+    }
     let mut after = snap.to_persisted();
     after.version = before.version;
     assert_eq!(after, before);

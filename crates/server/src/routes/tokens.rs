@@ -261,7 +261,8 @@ struct RevokeBody {
 
 /// `POST /v1/revocations`: `{"by": "token", "jti": …}`, `{"by": "audit_chain", "chain": …}`,
 /// `{"by": "subject", "sub": …}` or `{"by": "subject_scope", "sub": …, "scope": …}`, with an
-/// optional `issued_before` (ms; default: now).
+/// optional `issued_before` (ms; default: now); or an array of up to 10,000 of them, applied as
+/// one log entry, all or none.
 pub async fn revoke(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -269,18 +270,25 @@ pub async fn revoke(
 ) -> Response {
     let command = (|| {
         let raw = admin_body(&state, raw)?;
-        let b: RevokeBody = parse(
-            &raw,
-            r#"{"by": "token"|"audit_chain"|"subject"|"subject_scope", "jti"|"chain"|"sub" (+ "scope"): "…", "issued_before"?: ms}"#,
-        )?;
-        let selector = Selector::from(b.selector);
-        selector
-            .validate()
-            .map_err(|m| ApiError::bad_request("invalid_request", m))?;
-        Ok::<_, ApiError>(Command::Revoke {
-            selector,
-            issued_before_ms: b.issued_before,
-        })
+        let shape = r#"{"by": "token"|"audit_chain"|"subject"|"subject_scope", "jti"|"chain"|"sub" (+ "scope"): "…", "issued_before"?: ms}, or an array of them"#;
+        let bodies: Vec<RevokeBody> =
+            if raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                parse(&raw, shape)?
+            } else {
+                vec![parse(&raw, shape)?]
+            };
+        let mut events = Vec::with_capacity(bodies.len());
+        for (i, b) in bodies.into_iter().enumerate() {
+            let selector = Selector::from(b.selector);
+            selector.validate().map_err(|mut e| {
+                if i > 0 {
+                    e.detail = format!("event {i}: {}", e.detail);
+                }
+                ApiError::from(e)
+            })?;
+            events.push((selector, b.issued_before));
+        }
+        Ok::<_, ApiError>(Command::Revoke { events })
     })();
     match command {
         Ok(command) => write(&state, &headers, command).await,

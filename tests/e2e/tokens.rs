@@ -225,3 +225,53 @@ async fn keys_and_revocations_are_the_same_on_every_node() {
     let r = introspect_at(api, &token, revoked).await;
     assert_eq!(r.json["reason"], json!("revoked"), "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_may_carry_a_token_that_stands_for_its_subject() {
+    let node = Node::start().await;
+    let api = node.api();
+    api.put_policy(
+        "scoped-view",
+        r#"permit(principal, action == Action::"view", resource) when { principal has scope && principal.scope == "proj-a" };"#,
+    )
+    .await;
+    api.json(Method::POST, "/v1/keys/rotate", &json!({}))
+        .await
+        .written();
+    let (in_scope, _) = issue(api, "alice", Some("proj-a")).await;
+    let (out_of_scope, _) = issue(api, "alice", Some("proj-b")).await;
+    let ask = |token: &str| {
+        json!({"subject": {"type": "User", "id": "whoever", "properties": {"token": token}},
+               "action": {"name": "view"}, "resource": {"type": "Doc", "id": "d1"}})
+    };
+    let yes = api.evaluate(&ask(&in_scope)).await.ok();
+    assert_eq!(yes.json["decision"], json!(true), "{}", yes.text);
+    let no = api.evaluate(&ask(&out_of_scope)).await.ok();
+    assert_eq!(no.json["decision"], json!(false), "{}", no.text);
+    assert!(
+        no.json["context"]["reason_admin"]["token"].is_null(),
+        "{}",
+        no.text
+    );
+
+    let bad = api.evaluate(&ask("v4.local.garbage")).await.ok();
+    assert_eq!(bad.json["decision"], json!(false), "{}", bad.text);
+    let why = bad.json["context"]["reason_admin"]["token"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.starts_with("malformed_token"), "{}", bad.text);
+
+    api.json(
+        Method::POST,
+        "/v1/revocations",
+        &json!({"by": "subject", "sub": "alice"}),
+    )
+    .await
+    .written();
+    let revoked = api.evaluate(&ask(&in_scope)).await.ok();
+    assert_eq!(revoked.json["decision"], json!(false), "{}", revoked.text);
+    let why = revoked.json["context"]["reason_admin"]["token"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.starts_with("revoked"), "{}", revoked.text);
+}

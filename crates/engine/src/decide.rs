@@ -200,6 +200,24 @@ pub struct Decision {
     pub obligations: Vec<String>,
     /// The snapshot version the decision was computed from.
     pub version: u64,
+    /// Why the request's token was refused (`token_expired: …`, `revoked: …`); the decision is then
+    /// a deny and no policy was evaluated.
+    pub token_refused: Option<String>,
+}
+
+impl Decision {
+    /// The deny for a request whose token did not validate, at `version`.
+    pub fn token_refused(version: u64, why: String) -> Self {
+        Self {
+            allow: false,
+            policies: Vec::new(),
+            errors: Vec::new(),
+            reason_user: Vec::new(),
+            obligations: Vec::new(),
+            version,
+            token_refused: Some(why),
+        }
+    }
 }
 
 impl Snapshot {
@@ -321,6 +339,7 @@ impl Snapshot {
             reason_user,
             obligations,
             version: self.version,
+            token_refused: None,
         })
     }
 
@@ -332,6 +351,7 @@ impl Snapshot {
             reason_user: Vec::new(),
             obligations: Vec::new(),
             version: self.version,
+            token_refused: None,
         }
     }
 

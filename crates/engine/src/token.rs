@@ -73,6 +73,19 @@ pub struct Claims {
     pub extra: Map<String, Value>,
 }
 
+impl Claims {
+    /// What a revocation check reads from these claims.
+    pub fn facts(&self) -> crate::revocation::TokenFacts<'_> {
+        crate::revocation::TokenFacts {
+            jti: &self.jti,
+            aud_chain: &self.aud_chain,
+            sub: &self.sub,
+            scope: self.scope.as_deref(),
+            iat_ms: self.iat_ms,
+        }
+    }
+}
+
 /// What to put in a new token.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IssueRequest {

@@ -14,6 +14,7 @@ use axum::Json;
 use serde_json::json;
 use serde_json::Map;
 use serde_json::Value;
+use verdict_engine::token;
 use verdict_engine::Decision;
 use verdict_engine::DecisionInput;
 use verdict_engine::Snapshot;
@@ -21,6 +22,7 @@ use verdict_engine::Snapshot;
 use crate::body;
 use crate::error::ApiError;
 use crate::routes::decision_log;
+use crate::state::now_ms;
 use crate::state::Metrics;
 use crate::state::Shared;
 
@@ -39,6 +41,9 @@ fn decision_json(d: &Decision) -> Value {
                     .collect(),
             ),
         );
+    }
+    if let Some(why) = &d.token_refused {
+        admin.insert("token".into(), Value::String(why.clone()));
     }
     ctx.insert("reason_admin".into(), Value::Object(admin));
     if !d.reason_user.is_empty() {
@@ -140,18 +145,64 @@ async fn prepare(
     Ok((obj, state.node.published().load()))
 }
 
+/// The subject a validated token stands for: the request's subject with the token's `sub` as its
+/// id and the token's claims as properties (over any the request sent; the token is the authority).
+fn subject_of(subject: &Value, claims: &token::Claims) -> Value {
+    let mut subject = subject.clone();
+    subject["id"] = Value::String(claims.sub.clone());
+    let mut props = match subject.get("properties") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    props.remove("token");
+    for (k, v) in &claims.extra {
+        props.insert(k.clone(), v.clone());
+    }
+    if let Some(scope) = &claims.scope {
+        props.insert("scope".into(), Value::String(scope.clone()));
+    }
+    props.insert("jti".into(), Value::String(claims.jti.clone()));
+    props.insert("aud_chain".into(), Value::String(claims.aud_chain.clone()));
+    subject["properties"] = Value::Object(props);
+    subject
+}
+
+/// Validates `token` on this snapshot: its claims, or why it was refused (`code: detail`).
+fn check_token(snapshot: &Snapshot, token: &str) -> Result<token::Claims, String> {
+    let skew = snapshot.token_policy().clock_skew_ms;
+    let claims = token::validate(snapshot.keys(), token, now_ms(), skew)
+        .map_err(|e| format!("{}: {e}", e.code()))?;
+    match snapshot.revocations().revoked_by(&claims.facts()) {
+        Some((by, before)) => Err(format!(
+            "revoked: the token was issued before a revocation of {by} (issued before {before} ms)"
+        )),
+        None => Ok(claims),
+    }
+}
+
 fn evaluate(
     snapshot: &Snapshot,
     item: &Map<String, Value>,
     defaults: Option<&Map<String, Value>>,
 ) -> Result<Decision, ApiError> {
     let get = |k: &str| item.get(k).or_else(|| defaults.and_then(|d| d.get(k)));
-    let input = DecisionInput::from_authzen(
-        get("subject"),
-        get("action"),
-        get("resource"),
-        get("context"),
-    )?;
+    // A subject may carry a token (`subject.properties.token`): it must validate here, and then
+    // the token says who the subject is.
+    let by_token;
+    let mut subject = get("subject");
+    if let Some(s) = subject {
+        if let Some(Value::String(t)) = s.get("properties").and_then(|p| p.get("token")) {
+            match check_token(snapshot, t) {
+                Ok(claims) => {
+                    by_token = subject_of(s, &claims);
+                    subject = Some(&by_token);
+                }
+                Err(why) => return Ok(Decision::token_refused(snapshot.version(), why)),
+            }
+        }
+    }
+    let input =
+        DecisionInput::from_authzen(subject, get("action"), get("resource"), get("context"))?;
     Ok(snapshot.decide(&input)?)
 }
 

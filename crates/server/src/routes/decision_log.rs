@@ -210,6 +210,7 @@ mod tests {
             reason_user: vec![("en".into(), "no".into())],
             obligations: vec!["loa:2".into()],
             version: 9,
+            token_refused: None,
         };
         let answer = json!({"decision": false, "context": {
             "version": 9,

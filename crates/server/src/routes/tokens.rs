@@ -19,7 +19,6 @@ use serde_json::Value;
 use verdict_engine::command::KeyMaterial;
 use verdict_engine::keyring::KeyState;
 use verdict_engine::revocation::Selector;
-use verdict_engine::revocation::TokenFacts;
 use verdict_engine::token;
 use verdict_engine::token::IssueRequest;
 use verdict_engine::Command;
@@ -188,29 +187,20 @@ pub async fn introspect(
         let skew = snap.token_policy().clock_skew_ms;
         let answer = match token::validate(snap.keys(), &token, now_ms(), skew) {
             Err(e) => inactive(e.code()),
-            Ok(claims) => {
-                let facts = TokenFacts {
-                    jti: &claims.jti,
-                    aud_chain: &claims.aud_chain,
-                    sub: &claims.sub,
-                    scope: claims.scope.as_deref(),
-                    iat_ms: claims.iat_ms,
-                };
-                match snap.revocations().revoked_by(&facts) {
-                    Some((by, _)) => {
-                        let mut v = inactive("revoked");
-                        v["revoked_by"] = json!(ApiSelector::from(by));
-                        v
-                    }
-                    None => {
-                        let mut v = serde_json::to_value(&claims)
-                            .map_err(|e| ApiError::internal(format!("claims: {e}")))?;
-                        v["active"] = json!(true);
-                        v["version"] = json!(snap.version());
-                        v
-                    }
+            Ok(claims) => match snap.revocations().revoked_by(&claims.facts()) {
+                Some((by, _)) => {
+                    let mut v = inactive("revoked");
+                    v["revoked_by"] = json!(ApiSelector::from(by));
+                    v
                 }
-            }
+                None => {
+                    let mut v = serde_json::to_value(&claims)
+                        .map_err(|e| ApiError::internal(format!("claims: {e}")))?;
+                    v["active"] = json!(true);
+                    v["version"] = json!(snap.version());
+                    v
+                }
+            },
         };
         Ok::<_, ApiError>(body::versioned(answer, snap.version()))
     }

@@ -72,6 +72,76 @@ pub enum Command {
     Watch(WatchArgs),
     /// Run a small TCP load balancer over the nodes' API listeners (round robin, per connection).
     Proxy(ProxyArgs),
+    /// The token key ring (replicated): rotate it, list its keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Issue and introspect tokens (PASETO v4.local).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Revoke tokens: by token id, audit chain, subject, or subject within a scope.
+    Revoke(RevokeArgs),
+}
+
+/// `verdict keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Rotate: staged → primary, primary → secondary, a new staged key (one log entry).
+    Rotate,
+    /// List key ids, states and ages (never key material).
+    List,
+}
+
+/// `verdict token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token; prints it (table output) or the token and its claims (JSON).
+    Issue {
+        /// The subject (`sub`).
+        sub: String,
+        /// Restrict the token to a scope (project, tenant).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Lifetime in milliseconds (capped by the cluster's `token_lifetime_ms`).
+        #[arg(long)]
+        lifetime_ms: Option<u64>,
+        /// The audit chain of the token this one re-scopes.
+        #[arg(long)]
+        aud_chain: Option<String>,
+        /// Extra claims as a JSON object.
+        #[arg(long)]
+        claims: Option<String>,
+    },
+    /// Introspect a token (RFC 7662 shape). Table output exits 0 if active, 2 if not.
+    Introspect {
+        /// The token.
+        token: String,
+        /// Answer from a state at least this fresh (`Verdict-Min-Version`).
+        #[arg(long)]
+        min_version: Option<u64>,
+    },
+}
+
+/// `verdict revoke`: exactly one selector.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// One token, by id (`jti`).
+    #[arg(long, conflicts_with_all = ["chain", "sub"])]
+    pub jti: Option<String>,
+    /// Every token of an audit chain.
+    #[arg(long, conflicts_with_all = ["jti", "sub"])]
+    pub chain: Option<String>,
+    /// Every token of a subject (with `--scope`: only within that scope).
+    #[arg(long, conflicts_with_all = ["jti", "chain"])]
+    pub sub: Option<String>,
+    /// With `--sub`: only that subject's tokens in this scope.
+    #[arg(long, requires = "sub")]
+    pub scope: Option<String>,
+    /// Revoke tokens issued before this time (ms since the Unix epoch); default: now.
+    #[arg(long)]
+    pub issued_before: Option<u64>,
+    /// Idempotency key: a retried revocation with the same key is applied once.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
 }
 
 /// `verdict serve`.

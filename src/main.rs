@@ -17,6 +17,7 @@ mod cluster;
 mod output;
 mod proxy;
 mod serve;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -83,6 +84,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cluster(cmd) => cluster::run(&client(&cli.url)?, cmd, out).await,
         Command::Watch(args) => cluster::watch(&client(&cli.url)?, &args).await,
         Command::Proxy(args) => proxy::run(args).await,
+        Command::Keys(cmd) => tokens::keys(&client(&cli.url)?, cmd, out).await,
+        Command::Token(cmd) => tokens::token(&client(&cli.url)?, cmd, out).await,
+        Command::Revoke(args) => tokens::revoke(&client(&cli.url)?, args, out).await,
     }
 }
 

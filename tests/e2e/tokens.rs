@@ -275,3 +275,54 @@ async fn a_decision_may_carry_a_token_that_stands_for_its_subject() {
         .unwrap_or_default();
     assert!(why.starts_with("revoked"), "{}", revoked.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_rotates_issues_introspects_and_revokes() {
+    use crate::harness::cli_at;
+    use crate::harness::cli_json;
+
+    let node = Node::start().await;
+    let url = node.url();
+    cli_json(&node, &["keys", "rotate"]).await;
+    let keys = cli_json(&node, &["keys", "list"]).await;
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(2), "{keys}");
+    let issued = cli_json(
+        &node,
+        &[
+            "token",
+            "issue",
+            "frank",
+            "--scope",
+            "proj",
+            "--claims",
+            r#"{"tenant": "acme"}"#,
+        ],
+    )
+    .await;
+    let token = issued["token"].as_str().unwrap_or_default().to_string();
+    assert_eq!(issued["claims"]["tenant"], json!("acme"), "{issued}");
+
+    // Table output: exit 0 while active, 2 once revoked.
+    let active = cli_at(&url, &["token", "introspect", &token]).await;
+    assert_eq!(active.status.code(), Some(0), "{active:?}");
+    let revoked = cli_json(&node, &["revoke", "--sub", "frank", "--scope", "proj"]).await;
+    let version = revoked["version"].as_u64().unwrap_or_default().to_string();
+    let gone = cli_at(
+        &url,
+        &["token", "introspect", &token, "--min-version", &version],
+    )
+    .await;
+    assert_eq!(gone.status.code(), Some(2), "{gone:?}");
+    assert!(
+        String::from_utf8_lossy(&gone.stdout).contains("revoked"),
+        "{gone:?}"
+    );
+
+    // Naming nothing to revoke is a usage error before anything is sent.
+    let nothing = cli_at(&url, &["revoke"]).await;
+    assert_eq!(nothing.status.code(), Some(1), "{nothing:?}");
+    assert!(
+        String::from_utf8_lossy(&nothing.stderr).contains("--jti"),
+        "{nothing:?}"
+    );
+}

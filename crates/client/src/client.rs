@@ -326,6 +326,73 @@ impl Client {
         self.send(rb).await
     }
 
+    /// `POST /v1/keys/rotate`: one rotation of the token key ring; the version it committed at.
+    pub async fn rotate_keys(&self) -> Result<u64> {
+        let rb = self
+            .request(Method::POST, &["v1", "keys", "rotate"])?
+            .json(&serde_json::json!({}));
+        self.write(rb, None, None).await
+    }
+
+    /// `GET /v1/keys`: ids, states and ages of the keys, and the ring's policy.
+    pub async fn list_keys(&self) -> Result<serde_json::Value> {
+        decode(
+            self.send(self.request(Method::GET, &["v1", "keys"])?)
+                .await?,
+        )
+        .await
+    }
+
+    /// `POST /v1/tokens`: `request` is `{"sub", "scope"?, "lifetime_ms"?, "aud_chain"?,
+    /// "claims"?}`; the answer holds `token` and `claims`.
+    pub async fn issue_token(&self, request: &serde_json::Value) -> Result<serde_json::Value> {
+        let rb = self.request(Method::POST, &["v1", "tokens"])?.json(request);
+        decode(self.send(rb).await?).await
+    }
+
+    /// `POST /v1/tokens/introspect`, at (at least) `min_version` if given.
+    pub async fn introspect(
+        &self,
+        token: &str,
+        min_version: Option<u64>,
+    ) -> Result<serde_json::Value> {
+        let mut rb = self
+            .request(Method::POST, &["v1", "tokens", "introspect"])?
+            .json(&serde_json::json!({ "token": token }));
+        if let Some(v) = min_version {
+            rb = rb.header(MIN_VERSION, v);
+        }
+        decode(self.send(rb).await?).await
+    }
+
+    /// `POST /v1/revocations`: one event (`{"by": …}`) or an array of them.
+    pub async fn revoke(
+        &self,
+        events: &serde_json::Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        let rb = self
+            .request(Method::POST, &["v1", "revocations"])?
+            .json(events);
+        self.write(rb, None, idempotency_key).await
+    }
+
+    /// `GET /v1/revocations`: one page, after the `next` cursor of the previous one.
+    pub async fn list_revocations(
+        &self,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<serde_json::Value> {
+        let mut rb = self.request(Method::GET, &["v1", "revocations"])?;
+        if let Some(a) = after {
+            rb = rb.query(&[("after", a)]);
+        }
+        if let Some(l) = limit {
+            rb = rb.query(&[("limit", l)]);
+        }
+        decode(self.send(rb).await?).await
+    }
+
     /// A request to the base URL plus `segments`, each percent-encoded as one path segment (so a
     /// policy id with `/` or an entity type with `::` stays one segment).
     fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder> {

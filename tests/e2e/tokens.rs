@@ -326,3 +326,69 @@ async fn the_cli_rotates_issues_introspects_and_revokes() {
         "{nothing:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keystone_tokens_example_works_as_documented() {
+    let node = Node::start().await;
+    let api = node.api();
+    let policies = std::fs::read_to_string("examples/keystone-tokens/policies.cedar")
+        .expect("examples/keystone-tokens/policies.cedar");
+    api.replace_policies(&policies).await;
+    let empty = json!({});
+    let rotate = || api.json(Method::POST, "/v1/keys/rotate", &empty);
+    rotate().await.written();
+
+    let (t1, _) = issue(api, "alice", Some("proj-a")).await;
+    let (t2, _) = issue(api, "alice", Some("proj-b")).await;
+    let t3 = api
+        .json(
+            Method::POST,
+            "/v1/tokens",
+            &json!({"sub": "bob", "scope": "proj-a", "claims": {"role": "admin"}}),
+        )
+        .await
+        .ok();
+    let bob_chain = t3.json["claims"]["aud_chain"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let t3 = t3.json["token"].as_str().unwrap_or_default().to_string();
+    let ask = |token: &str, action: &str, project: &str| {
+        json!({"subject": {"type": "User", "id": "-", "properties": {"token": token}},
+               "action": {"name": action},
+               "resource": {"type": "Volume", "id": "v1", "properties": {"project": project}}})
+    };
+    let decide = |token: String, action: &'static str, project: &'static str| async move {
+        api.evaluate(&ask(&token, action, project)).await.ok().json["decision"].clone()
+    };
+    assert_eq!(decide(t1.clone(), "read", "proj-a").await, json!(true));
+    assert_eq!(decide(t1.clone(), "read", "proj-b").await, json!(false));
+    assert_eq!(decide(t1.clone(), "delete", "proj-a").await, json!(false));
+    assert_eq!(decide(t3.clone(), "delete", "proj-a").await, json!(true));
+
+    // Three more rotations; every generation's tokens stay valid.
+    let mut generations = vec![t1.clone()];
+    for _ in 0..3 {
+        rotate().await.written();
+        generations.push(issue(api, "carol", Some("proj-c")).await.0);
+    }
+    for (i, t) in generations.iter().enumerate() {
+        let r = introspect(api, t).await;
+        assert_eq!(r.json["active"], json!(true), "generation {i}: {}", r.text);
+    }
+    assert_problem(&rotate().await, 409, "rotation_too_fast");
+
+    let revoke = |event: serde_json::Value| async move {
+        api.json(Method::POST, "/v1/revocations", &event)
+            .await
+            .written()
+    };
+    revoke(json!({"by": "subject_scope", "sub": "alice", "scope": "proj-a"})).await;
+    assert_eq!(introspect(api, &t1).await.json["reason"], json!("revoked"));
+    assert_eq!(introspect(api, &t2).await.json["active"], json!(true));
+    revoke(json!({"by": "audit_chain", "chain": bob_chain})).await;
+    assert_eq!(introspect(api, &t3).await.json["reason"], json!("revoked"));
+    assert_eq!(decide(t3.clone(), "delete", "proj-a").await, json!(false));
+    revoke(json!({"by": "subject", "sub": "alice"})).await;
+    assert_eq!(introspect(api, &t2).await.json["reason"], json!("revoked"));
+}

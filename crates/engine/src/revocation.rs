@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use imbl::OrdMap;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -190,8 +189,10 @@ type Shard = HashMap<Key, u64, foldhash::fast::RandomState>;
 /// The revocation watermarks of one state. Cheap to clone (shards are shared until changed).
 #[derive(Clone, Default)]
 pub struct Revocations {
-    /// Shard number → selector key → the latest `issued_before` (ms) of any event with it.
-    shards: OrdMap<u16, Arc<Shard>>,
+    /// Shard number → selector key → the latest `issued_before` (ms) of any event with it. Empty
+    /// until the first event, then [`SHARDS`] slots: a look-up is an index, not a tree walk. A
+    /// change copies this table of pointers (32 KiB) once per batch, and the one shard it touches.
+    shards: Arc<Vec<Option<Arc<Shard>>>>,
     /// Watermarks stored, across shards.
     len: usize,
     /// The shard the next incremental prune starts at.
@@ -206,14 +207,23 @@ impl fmt::Debug for Revocations {
     }
 }
 
+/// Longest key a look-up builds: a kind byte, a subject, a separator and a scope.
+const MAX_KEY_LEN: usize = 2 * MAX_SELECTOR_LEN + 2;
+
 impl Revocations {
     /// Records an event: tokens matching `selector` issued before `issued_before_ms` are revoked.
     /// An earlier event with the same selector and a later time already covers this one.
     pub fn add(&mut self, selector: &Selector, issued_before_ms: u64) {
         let key = selector.key();
-        let number = shard_of(&key);
-        let shard = self.shards.entry(number).or_default();
-        let shard = Arc::make_mut(shard);
+        let number = usize::from(shard_of(&key));
+        let shards = Arc::make_mut(&mut self.shards);
+        if shards.is_empty() {
+            shards.resize(usize::from(SHARDS), None);
+        }
+        let Some(slot) = shards.get_mut(number) else {
+            return;
+        };
+        let shard = Arc::make_mut(slot.get_or_insert_with(Default::default));
         match shard.get_mut(&key[..]) {
             Some(mark) => *mark = (*mark).max(issued_before_ms),
             None => {
@@ -223,8 +233,27 @@ impl Revocations {
         }
     }
 
-    fn mark(&self, key: &[u8]) -> Option<u64> {
-        self.shards.get(&shard_of(key))?.get(key).copied()
+    /// The watermark of the key `kind` + `value` (+ separator + `scope`), built on the stack.
+    /// Values longer than a selector may be cannot be stored, so they have none.
+    fn mark(&self, kind: u8, value: &str, scope: Option<&str>) -> Option<u64> {
+        let mut buf = [0u8; MAX_KEY_LEN];
+        let extra = scope.map_or(0, |s| s.len() + 1);
+        if value.len() > MAX_SELECTOR_LEN || extra > MAX_SELECTOR_LEN + 1 {
+            return None;
+        }
+        let n = 1 + value.len() + extra;
+        buf[0] = kind;
+        buf[1..1 + value.len()].copy_from_slice(value.as_bytes());
+        if let Some(scope) = scope {
+            buf[1 + value.len()] = SEPARATOR;
+            buf[2 + value.len()..n].copy_from_slice(scope.as_bytes());
+        }
+        let key = &buf[..n];
+        self.shards
+            .get(usize::from(shard_of(key)))?
+            .as_ref()?
+            .get(key)
+            .copied()
     }
 
     /// The selector and watermark that revoke this token, if any.
@@ -232,19 +261,22 @@ impl Revocations {
         if self.len == 0 {
             return None;
         }
-        let scoped = token
-            .scope
-            .map(|scope| key_of(SUBJECT_SCOPE, token.sub, Some(scope)));
-        [
-            key_of(TOKEN, token.jti, None),
-            key_of(CHAIN, token.aud_chain, None),
-            key_of(SUBJECT, token.sub, None),
-        ]
-        .iter()
-        .chain(scoped.iter())
-        .find_map(|key| match self.mark(key) {
-            Some(mark) if token.iat_ms < mark => Some((selector_of(key)?, mark)),
-            _ => None,
+        let candidates = [
+            (TOKEN, token.jti, None),
+            (CHAIN, token.aud_chain, None),
+            (SUBJECT, token.sub, None),
+            (SUBJECT_SCOPE, token.sub, token.scope),
+        ];
+        candidates.into_iter().find_map(|(kind, value, scope)| {
+            if kind == SUBJECT_SCOPE && scope.is_none() {
+                return None;
+            }
+            match self.mark(kind, value, scope) {
+                Some(mark) if token.iat_ms < mark => {
+                    Some((selector_of(&key_of(kind, value, scope))?, mark))
+                }
+                _ => None,
+            }
         })
     }
 
@@ -259,6 +291,7 @@ impl Revocations {
     /// longest token lifetime plus the clock-skew allowance. Returns how many were removed.
     /// Deterministic: the same state and arguments prune the same watermarks.
     pub fn prune(&mut self, now_ms: u64, horizon_ms: u64, budget: usize) -> usize {
+        let live = |mark: &u64| mark.saturating_add(horizon_ms) > now_ms;
         let mut examined = 0;
         let mut removed = 0;
         let mut number = self.sweep_from;
@@ -266,17 +299,26 @@ impl Revocations {
             if examined >= budget || self.len == 0 {
                 break;
             }
-            if let Some(shard) = self.shards.get_mut(&number) {
-                examined += shard.len();
-                let live = |mark: &u64| mark.saturating_add(horizon_ms) > now_ms;
-                if shard.values().any(|m| !live(m)) {
-                    let shard = Arc::make_mut(shard);
-                    let before = shard.len();
-                    shard.retain(|_, m| live(m));
-                    removed += before - shard.len();
+            let i = usize::from(number);
+            let stale = match self.shards.get(i) {
+                Some(Some(shard)) => {
+                    examined += shard.len();
+                    shard.values().any(|m| !live(m))
                 }
-                if shard.is_empty() {
-                    self.shards.remove(&number);
+                _ => false,
+            };
+            if stale {
+                let shards = Arc::make_mut(&mut self.shards);
+                if let Some(slot) = shards.get_mut(i) {
+                    if let Some(shard) = slot.as_mut() {
+                        let shard = Arc::make_mut(shard);
+                        let before = shard.len();
+                        shard.retain(|_, m| live(m));
+                        removed += before - shard.len();
+                        if shard.is_empty() {
+                            *slot = None;
+                        }
+                    }
                 }
             }
             number = (number + 1) % SHARDS;
@@ -296,13 +338,18 @@ impl Revocations {
         self.len == 0
     }
 
-    /// Every watermark in a stable order (by shard, then by key within it).
-    fn ordered(&self) -> impl Iterator<Item = (u16, Vec<(&Key, u64)>)> + '_ {
-        self.shards.iter().map(|(number, shard)| {
-            let mut entries: Vec<(&Key, u64)> = shard.iter().map(|(k, m)| (k, *m)).collect();
-            entries.sort();
-            (*number, entries)
-        })
+    /// The shards in order from `first`, each with its entries sorted by key.
+    fn ordered(&self, first: u16) -> impl Iterator<Item = (u16, Vec<(&Key, u64)>)> + '_ {
+        self.shards
+            .iter()
+            .enumerate()
+            .skip(usize::from(first))
+            .filter_map(|(number, shard)| {
+                let shard = shard.as_ref()?;
+                let mut entries: Vec<(&Key, u64)> = shard.iter().map(|(k, m)| (k, *m)).collect();
+                entries.sort();
+                Some((u16::try_from(number).ok()?, entries))
+            })
     }
 
     /// Up to `limit` watermarks in a stable order, after `after` if given (a page cursor: the last
@@ -312,17 +359,12 @@ impl Revocations {
             let key = s.key();
             (shard_of(&key), key)
         });
+        let first = cursor.as_ref().map_or(0, |(number, _)| *number);
         let mut out = Vec::new();
-        let shards = match &cursor {
-            Some((number, _)) => self.shards.range(*number..),
-            None => self.shards.range(..),
-        };
-        for (number, shard) in shards {
-            let mut entries: Vec<(&Key, u64)> = shard.iter().map(|(k, m)| (k, *m)).collect();
-            entries.sort();
+        for (number, entries) in self.ordered(first) {
             for (key, mark) in entries {
                 if let Some((at, last)) = &cursor {
-                    if number == at && key[..] <= last[..] {
+                    if number == *at && key[..] <= last[..] {
                         continue;
                     }
                 }
@@ -341,7 +383,7 @@ impl Revocations {
     pub fn to_persisted(&self) -> PersistedRevocations {
         PersistedRevocations {
             marks: self
-                .ordered()
+                .ordered(0)
                 .flat_map(|(_, entries)| entries)
                 .filter_map(|(k, m)| Some((selector_of(k)?, m)))
                 .collect(),

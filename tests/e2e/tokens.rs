@@ -392,3 +392,40 @@ async fn the_keystone_tokens_example_works_as_documented() {
     revoke(json!({"by": "subject", "sub": "alice"})).await;
     assert_eq!(introspect(api, &t2).await.json["reason"], json!("revoked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_stands_for_the_subject_when_configured() {
+    let node = Node::start_with_config("decision_bearer_tokens = true\n").await;
+    let api = node.api();
+    api.put_policy(
+        "by-scope",
+        r#"permit(principal, action, resource) when { principal has scope && principal.scope == "ops" };"#,
+    )
+    .await;
+    api.json(Method::POST, "/v1/keys/rotate", &json!({}))
+        .await
+        .written();
+    let (ops, _) = issue(api, "gina", Some("ops")).await;
+    let body = json!({"subject": {"type": "User", "id": "-"}, "action": {"name": "view"},
+                      "resource": {"type": "Doc", "id": "d"}});
+    let send = |auth: String| {
+        api.send(
+            api.req(Method::POST, "/access/v1/evaluation")
+                .header("content-type", "application/json")
+                .header("authorization", auth)
+                .body(body.to_string()),
+        )
+    };
+    let yes = send(format!("Bearer {ops}")).await.ok();
+    assert_eq!(yes.json["decision"], json!(true), "{}", yes.text);
+    let no = send("Bearer v4.local.nope".to_string()).await.ok();
+    assert_eq!(no.json["decision"], json!(false), "{}", no.text);
+    assert!(
+        no.json["context"]["reason_admin"]["token"].is_string(),
+        "{}",
+        no.text
+    );
+    // Without the header the request is decided as sent (no token, no scope: deny).
+    let plain = api.evaluate(&body).await.ok();
+    assert_eq!(plain.json["decision"], json!(false), "{}", plain.text);
+}

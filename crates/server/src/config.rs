@@ -70,6 +70,10 @@ pub struct Config {
     /// is the one of its latest rotation, the same on every node.
     #[serde(default)]
     pub tokens: verdict_engine::keyring::RotationPolicy,
+    /// Decisions take the subject's token from `Authorization: Bearer …` as well as from
+    /// `subject.properties.token` (the header wins). Off by default: a gateway that forwards its
+    /// own credentials in that header would otherwise have them read as the subject's.
+    pub decision_bearer_tokens: bool,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             max_watchers: 1024,
             decision_log: verdict_decision_log::Config::default(),
             tokens: verdict_engine::keyring::RotationPolicy::default(),
+            decision_bearer_tokens: false,
         }
     }
 }

@@ -180,18 +180,37 @@ fn check_token(snapshot: &Snapshot, token: &str) -> Result<token::Claims, String
     }
 }
 
+/// The token of `Authorization: Bearer …` when `decision_bearer_tokens` is on.
+fn bearer<'h>(state: &Shared, headers: &'h HeaderMap) -> Option<&'h str> {
+    if !state.config.decision_bearer_tokens {
+        return None;
+    }
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
 fn evaluate(
     snapshot: &Snapshot,
     item: &Map<String, Value>,
     defaults: Option<&Map<String, Value>>,
+    bearer: Option<&str>,
 ) -> Result<Decision, ApiError> {
     let get = |k: &str| item.get(k).or_else(|| defaults.and_then(|d| d.get(k)));
-    // A subject may carry a token (`subject.properties.token`): it must validate here, and then
-    // the token says who the subject is.
+    // A subject may carry a token (`subject.properties.token`, or the request's bearer token,
+    // which wins): it must validate here, and then the token says who the subject is.
     let by_token;
     let mut subject = get("subject");
     if let Some(s) = subject {
-        if let Some(Value::String(t)) = s.get("properties").and_then(|p| p.get("token")) {
+        let token = bearer.or_else(|| {
+            s.get("properties")
+                .and_then(|p| p.get("token"))
+                .and_then(Value::as_str)
+        });
+        if let Some(t) = token {
             match check_token(snapshot, t) {
                 Ok(claims) => {
                     by_token = subject_of(s, &claims);
@@ -244,9 +263,10 @@ pub async fn evaluation(
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
+    let bearer = bearer(&state, &headers);
     let result = async {
         let (obj, snapshot) = prepare(&state, &headers, raw).await?;
-        let d = evaluate(&snapshot, &obj, None)?;
+        let d = evaluate(&snapshot, &obj, None, bearer)?;
         // Serialised first, so that the record can take the answer's reasons without copying.
         let answer = decision_json(&d);
         let body = json_body(&answer)?;
@@ -305,6 +325,7 @@ pub async fn evaluations(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let bearer = bearer(&state, &headers);
     let result = async {
         let (obj, snapshot) = prepare(&state, &headers, raw).await?;
         let sem = semantic(&obj)?;
@@ -330,7 +351,7 @@ pub async fn evaluations(
             // AuthZEN 1.0 §7.1: no (or an empty) `evaluations` array behaves as the single
             // Access Evaluation request, answered with a single decision.
             let started = Instant::now();
-            let d = evaluate(&snapshot, &obj, None)?;
+            let d = evaluate(&snapshot, &obj, None, bearer)?;
             let answer = decision_json(&d);
             let body = json_body(&answer)?;
             let id = log_single(&state, obj, &d, answer, started).await?;
@@ -347,7 +368,7 @@ pub async fn evaluations(
         for item in &items {
             let started = log.map(|_| Instant::now());
             let result = match item {
-                Value::Object(m) => evaluate(&snapshot, m, Some(&obj)),
+                Value::Object(m) => evaluate(&snapshot, m, Some(&obj), bearer),
                 _ => Err(ApiError::bad_request("invalid_json", "each evaluation must be an object")),
             };
             let (value, allow) = match result {

@@ -6,6 +6,7 @@
 # before and after loading the events.
 # Usage: cargo build --release && scripts/bench-tokens.sh   (a few minutes)
 # CONTROL=1 skips loading the events: the two benches then differ only in their order.
+# PERF=FILE records a flat perf profile of the node during the second bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VERDICT_BIN:-./target/release/verdict}
@@ -86,7 +87,7 @@ awk "BEGIN {printf \"loaded %d events in %.1f s; node RSS %d → %d KiB, %.1f by
 
 echo "== 1,000,000 revocation events stored"
 if [ -n "${PERF:-}" ]; then
-  (sleep 4; perf record -F 499 -g -p "$PID" -o "$PERF" -- sleep 5 >/dev/null 2>&1) &
+  (sleep 4; perf record -F 999 -p "$PID" -o "$PERF" -- sleep 5 >/dev/null 2>&1) &
 fi
 bench | tee "$WORK/full.out"
 

@@ -44,6 +44,9 @@ use crate::revocation::Revocations;
 use crate::revocation::Selector;
 use crate::schema::parse_schema;
 use crate::schema::StoredSchema;
+use crate::token::validate as validate_token;
+use crate::token::Claims;
+use crate::token::TokenError;
 
 /// The children of one parent: a persistent hash set whose keys clone with one reference count, so
 /// adding a member to a large group copies little.
@@ -508,6 +511,21 @@ impl Snapshot {
         Ok(())
     }
 
+    /// Validates `token` at `now_ms` against this state: a key of the ring, the MAC, expiry and
+    /// `iat` within the ring policy's clock skew, then the revocations. What introspection and
+    /// decisions with tokens both ask.
+    pub fn check_token(&self, token: &str, now_ms: u64) -> Result<Claims, TokenRefused> {
+        let claims = validate_token(&self.keys, token, now_ms, self.token_policy.clock_skew_ms)
+            .map_err(TokenRefused::Invalid)?;
+        match self.revocations.revoked_by(&claims.facts()) {
+            Some((by, issued_before_ms)) => Err(TokenRefused::Revoked {
+                by,
+                issued_before_ms,
+            }),
+            None => Ok(claims),
+        }
+    }
+
     /// The token key ring.
     pub fn keys(&self) -> &KeyRing {
         &self.keys
@@ -728,6 +746,45 @@ impl Snapshot {
             if let Some(kids) = self.children.get(&uid) {
                 work.extend(kids.keys().map(|k| (**k).clone()));
             }
+        }
+    }
+}
+
+/// Why [`Snapshot::check_token`] refused a token.
+#[derive(Debug)]
+pub enum TokenRefused {
+    /// It is not a valid token here (malformed, unknown key, bad MAC, expired, issued in future).
+    Invalid(TokenError),
+    /// It is valid but revoked.
+    Revoked {
+        /// The selector of the revocation that matched.
+        by: Selector,
+        /// That revocation's watermark: tokens issued before it are revoked.
+        issued_before_ms: u64,
+    },
+}
+
+impl TokenRefused {
+    /// The stable reason code: the token error's code, or `revoked`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(e) => e.code(),
+            Self::Revoked { .. } => "revoked",
+        }
+    }
+}
+
+impl std::fmt::Display for TokenRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(e) => write!(f, "{}: {e}", e.code()),
+            Self::Revoked {
+                by,
+                issued_before_ms,
+            } => write!(
+                f,
+                "revoked: the token was issued before a revocation of {by} (issued before {issued_before_ms} ms)"
+            ),
         }
     }
 }

@@ -167,19 +167,6 @@ fn subject_of(subject: &Value, claims: &token::Claims) -> Value {
     subject
 }
 
-/// Validates `token` on this snapshot: its claims, or why it was refused (`code: detail`).
-fn check_token(snapshot: &Snapshot, token: &str) -> Result<token::Claims, String> {
-    let skew = snapshot.token_policy().clock_skew_ms;
-    let claims = token::validate(snapshot.keys(), token, now_ms(), skew)
-        .map_err(|e| format!("{}: {e}", e.code()))?;
-    match snapshot.revocations().revoked_by(&claims.facts()) {
-        Some((by, before)) => Err(format!(
-            "revoked: the token was issued before a revocation of {by} (issued before {before} ms)"
-        )),
-        None => Ok(claims),
-    }
-}
-
 /// The token of `Authorization: Bearer …` when `decision_bearer_tokens` is on.
 fn bearer<'h>(state: &Shared, headers: &'h HeaderMap) -> Option<&'h str> {
     if !state.config.decision_bearer_tokens {
@@ -211,12 +198,14 @@ fn evaluate(
                 .and_then(Value::as_str)
         });
         if let Some(t) = token {
-            match check_token(snapshot, t) {
+            match snapshot.check_token(t, now_ms()) {
                 Ok(claims) => {
                     by_token = subject_of(s, &claims);
                     subject = Some(&by_token);
                 }
-                Err(why) => return Ok(Decision::token_refused(snapshot.version(), why)),
+                Err(why) => {
+                    return Ok(Decision::token_refused(snapshot.version(), why.to_string()))
+                }
             }
         }
     }

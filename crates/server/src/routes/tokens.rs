@@ -19,6 +19,7 @@ use serde_json::Value;
 use verdict_engine::command::KeyMaterial;
 use verdict_engine::keyring::KeyState;
 use verdict_engine::revocation::Selector;
+use verdict_engine::snapshot::TokenRefused;
 use verdict_engine::token;
 use verdict_engine::token::IssueRequest;
 use verdict_engine::Command;
@@ -184,23 +185,20 @@ pub async fn introspect(
         let snap = state.node.published().load_full();
         let inactive =
             |reason: &str| json!({"active": false, "reason": reason, "version": snap.version()});
-        let skew = snap.token_policy().clock_skew_ms;
-        let answer = match token::validate(snap.keys(), &token, now_ms(), skew) {
-            Err(e) => inactive(e.code()),
-            Ok(claims) => match snap.revocations().revoked_by(&claims.facts()) {
-                Some((by, _)) => {
-                    let mut v = inactive("revoked");
-                    v["revoked_by"] = json!(ApiSelector::from(by));
-                    v
-                }
-                None => {
-                    let mut v = serde_json::to_value(&claims)
-                        .map_err(|e| ApiError::internal(format!("claims: {e}")))?;
-                    v["active"] = json!(true);
-                    v["version"] = json!(snap.version());
-                    v
-                }
-            },
+        let answer = match snap.check_token(&token, now_ms()) {
+            Err(TokenRefused::Revoked { by, .. }) => {
+                let mut v = inactive("revoked");
+                v["revoked_by"] = json!(ApiSelector::from(by));
+                v
+            }
+            Err(refused) => inactive(refused.code()),
+            Ok(claims) => {
+                let mut v = serde_json::to_value(&claims)
+                    .map_err(|e| ApiError::internal(format!("claims: {e}")))?;
+                v["active"] = json!(true);
+                v["version"] = json!(snap.version());
+                v
+            }
         };
         Ok::<_, ApiError>(body::versioned(answer, snap.version()))
     }

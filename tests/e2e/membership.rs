@@ -34,8 +34,12 @@ async fn add_promote_remove_and_transfer_while_writes_keep_landing() {
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
     let failed: Arc<Mutex<Vec<String>>> = Arc::default();
+    // The slowest write, retries included: a write proposed on a leader that is then removed once
+    // hung for the forwarding client's 30 s timeout while the writer waited behind it.
+    let slowest: Arc<Mutex<(Duration, String)>> = Arc::default();
     let writer = {
         let (stop, acked, failed, api) = (stop.clone(), acked.clone(), failed.clone(), via.clone());
+        let slowest = slowest.clone();
         tokio::spawn(async move {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -43,6 +47,7 @@ async fn add_promote_remove_and_transfer_while_writes_keep_landing() {
                 n += 1;
                 let mut last = String::new();
                 let mut ok = false;
+                let started = std::time::Instant::now();
                 for attempt in 0..10u64 {
                     match api
                         .try_send(
@@ -67,6 +72,13 @@ async fn add_promote_remove_and_transfer_while_writes_keep_landing() {
                 }
                 if !ok {
                     failed.lock().unwrap().push(format!("{id}: {last}"));
+                }
+                let took = started.elapsed();
+                {
+                    let mut slowest = slowest.lock().unwrap();
+                    if took > slowest.0 {
+                        *slowest = (took, id.clone());
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -156,6 +168,13 @@ async fn add_promote_remove_and_transfer_while_writes_keep_landing() {
     let _ = writer.await;
     let failed = failed.lock().unwrap().clone();
     assert!(failed.is_empty(), "writes failed: {failed:?}");
+    // Leader changes cost an election or a retry (well under a second here, a few seconds on a
+    // loaded CI machine), never a timeout.
+    let (took, id) = slowest.lock().unwrap().clone();
+    assert!(
+        took < Duration::from_secs(10),
+        "write {id} took {took:?} to be acknowledged through the membership changes"
+    );
     let acked = acked.lock().unwrap().clone();
     let newest = acked.iter().map(|(_, v)| *v).max().unwrap_or(0);
     c.member(4)

@@ -62,8 +62,65 @@ pub enum ForwardedWrite {
     Done(u64, verdict_engine::Outcome),
     /// The receiver is not (or no longer) the leader; the leader it knows, if any.
     NotLeader(Option<(NodeId, NodeInfo)>),
-    /// The receiver could not commit it now.
+    /// The receiver could not commit it now; it was not proposed, so retrying is safe.
     Unavailable(String),
+    /// The receiver proposed it and then lost leadership before it committed: it may or may not
+    /// commit under the next leader. Only a write with an idempotency key can be retried safely.
+    Unknown(String),
+}
+
+/// Proposes `write` on this member and waits for it to commit and apply here, giving up as soon as
+/// this member stops leading. openraft keeps a deposed leader's pending proposal waiting until its
+/// entry is committed or overwritten, which never happens on a leader that was removed or cut off;
+/// a forwarded write once hung there for the forwarding client's whole 30 s timeout and held up the
+/// writer behind it (the membership e2e test's stall). Watching the server metrics (they change
+/// only with the vote, role or membership, not per entry) turns that into an immediate `Unknown`.
+pub(crate) async fn propose(raft: &Raft, write: verdict_engine::Write) -> ForwardedWrite {
+    match while_leading(raft, raft.client_write(crate::types::Request(write))).await {
+        Ok(Ok(resp)) => ForwardedWrite::Done(resp.log_id.index, resp.data.0),
+        Ok(Err(openraft::error::RaftError::APIError(
+            openraft::error::ClientWriteError::ForwardToLeader(f),
+        ))) => ForwardedWrite::NotLeader(f.leader_id.zip(f.leader_node)),
+        Ok(Err(e)) => ForwardedWrite::Unavailable(e.to_string()),
+        Err(lost) => ForwardedWrite::Unknown(lost),
+    }
+}
+
+/// Runs `proposal` (a client write or membership change on this member) and gives up with the
+/// reason if this member was leading when it started and stops leading (role or vote changes)
+/// before it finishes. Not leading at the start: openraft answers at once, nothing to watch.
+pub(crate) async fn while_leading<F: Future>(
+    raft: &Raft,
+    proposal: F,
+) -> Result<F::Output, String> {
+    use openraft::async_runtime::WatchReceiver;
+    use openraft::ServerState;
+    let mut server = raft.server_metrics();
+    let (me, vote, leading) = {
+        let m = server.borrow_watched();
+        (m.id, m.vote, m.state == ServerState::Leader)
+    };
+    if !leading {
+        return Ok(proposal.await);
+    }
+    tokio::pin!(proposal);
+    loop {
+        tokio::select! {
+            done = &mut proposal => return Ok(done),
+            changed = server.changed() => {
+                if changed.is_err() {
+                    return Err(format!("node {me} shut down with the change pending"));
+                }
+                let m = server.borrow_watched();
+                if m.state != ServerState::Leader || m.vote != vote {
+                    return Err(format!(
+                        "node {me} stopped leading while the change was pending; it may or may \
+                         not have been committed"
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// One pooled HTTP client for traffic between members; `timeout` bounds a whole request.
@@ -111,7 +168,12 @@ impl Forwarder {
         let resp = match resp {
             Ok(r) if r.status().is_success() => r,
             Ok(r) => return ForwardedWrite::Unavailable(format!("leader answered {}", r.status())),
-            Err(e) => return ForwardedWrite::Unavailable(format!("leader unreachable: {e}")),
+            // Not connected: the leader never saw it, a retry is safe.
+            Err(e) if e.is_connect() => {
+                return ForwardedWrite::Unavailable(format!("leader unreachable: {e}"))
+            }
+            // Sent, perhaps received and proposed: the outcome is not known.
+            Err(e) => return ForwardedWrite::Unknown(format!("the leader did not answer: {e}")),
         };
         match resp
             .bytes()
@@ -388,13 +450,7 @@ impl PeerService {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                     .unwrap_or(0);
-                let answer = match self.raft.client_write(crate::types::Request(write)).await {
-                    Ok(resp) => ForwardedWrite::Done(resp.log_id.index, resp.data.0),
-                    Err(openraft::error::RaftError::APIError(
-                        openraft::error::ClientWriteError::ForwardToLeader(f),
-                    )) => ForwardedWrite::NotLeader(f.leader_id.zip(f.leader_node)),
-                    Err(e) => ForwardedWrite::Unavailable(e.to_string()),
-                };
+                let answer = propose(&self.raft, write).await;
                 encode(&answer)
             }
             other => Err(io::Error::new(

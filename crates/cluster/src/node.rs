@@ -33,7 +33,6 @@ use crate::types::NodeId;
 use crate::types::NodeInfo;
 use crate::types::NodeReport;
 use crate::types::Raft;
-use crate::types::Request;
 
 /// How to start a member.
 #[derive(Debug, Clone)]
@@ -89,6 +88,10 @@ pub enum WriteError {
     /// The write could not be committed now (no quorum, shutting down); retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The write was proposed and leadership changed before it committed: it may or may not be
+    /// applied. Retrying with the same idempotency key is safe.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
 }
 
 /// Errors starting a member.
@@ -261,10 +264,34 @@ impl Node {
         self.started.elapsed().saturating_sub(at)
     }
 
-    /// Node ids that were members once and are not now: never accepted again.
+    /// Runs a membership change, giving up (outcome unknown) if this member stops leading first;
+    /// openraft would keep it pending on a deposed leader.
+    async fn leading<F: std::future::Future>(
+        &self,
+        change: F,
+    ) -> Result<F::Output, MembershipError> {
+        crate::network::while_leading(&self.raft, change)
+            .await
+            .map_err(MembershipError::Unavailable)
+    }
+
+    /// Node ids that were members once and are members neither of the effective nor of the
+    /// committed membership: never accepted again. Until the change that removes a node commits,
+    /// that node may still be the leader replicating it (a leader removing itself), and refusing
+    /// its traffic then would leave the change uncommitted until an election.
     pub fn removed_ids(&self) -> BTreeSet<NodeId> {
-        let current: BTreeSet<NodeId> =
+        use openraft::async_runtime::WatchReceiver;
+        let mut current: BTreeSet<NodeId> =
             self.status().members.iter().map(|(id, _, _)| *id).collect();
+        let server = self.raft.server_metrics();
+        current.extend(
+            server
+                .borrow_watched()
+                .committed_membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id),
+        );
         self.published
             .members_seen()
             .iter()
@@ -446,7 +473,7 @@ impl Node {
                         "`api_addr` and `peer_addr` are required (host:port)".into(),
                     ));
                 }
-                self.raft.add_learner(id, info, false).await
+                self.leading(self.raft.add_learner(id, info, false)).await?
             }
             MembershipOp::SetVoters { ids } => {
                 let wanted: BTreeSet<NodeId> = ids.into_iter().collect();
@@ -463,7 +490,8 @@ impl Node {
                 if wanted == voters {
                     return Ok(status.last_log_index);
                 }
-                self.raft.change_membership(wanted, false).await
+                self.leading(self.raft.change_membership(wanted, false))
+                    .await?
             }
             MembershipOp::Remove { id } => {
                 if !members.contains(&id) {
@@ -479,11 +507,16 @@ impl Node {
                     }
                     let rest: BTreeSet<NodeId> =
                         voters.iter().filter(|v| **v != id).copied().collect();
-                    self.raft.change_membership(rest, false).await
+                    self.leading(self.raft.change_membership(rest, false))
+                        .await?
                 } else {
-                    self.raft
-                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                        .await
+                    self.leading(
+                        self.raft.change_membership(
+                            ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+                            false,
+                        ),
+                    )
+                    .await?
                 }
             }
             MembershipOp::TransferLeader { to } => {
@@ -495,9 +528,24 @@ impl Node {
                 if to == self.id {
                     return Ok(status.last_log_index);
                 }
-                return match self.raft.trigger().transfer_leader(to).await {
-                    Ok(()) => Ok(status.last_log_index),
-                    Err(e) => Err(MembershipError::Unavailable(e.to_string())),
+                if let Err(e) = self.raft.trigger().transfer_leader(to).await {
+                    return Err(MembershipError::Unavailable(e.to_string()));
+                }
+                // Answer once `to` leads (as this member sees it), so a caller that reads the
+                // leader next sees the new one; openraft only starts the hand-over.
+                use openraft::async_runtime::WatchReceiver;
+                let mut server = self.raft.server_metrics();
+                let moved = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    server.wait_until(|m| m.current_leader == Some(to)),
+                )
+                .await;
+                return match moved {
+                    Ok(Ok(_)) => Ok(self.status().last_log_index),
+                    _ => Err(MembershipError::Unavailable(format!(
+                        "node {to} did not take over within 5 s (it may be behind the leader's \
+                         log); check `verdict cluster status` and retry"
+                    ))),
                 };
             }
         };
@@ -525,13 +573,11 @@ impl Node {
     /// attempts while the leader changes); the answer is the leader's version, and this node waits
     /// (bounded) until it has applied that version too, so a client can read its write here at once.
     pub async fn write(&self, write: Write) -> Result<(u64, Outcome), WriteError> {
-        let mut leader = match self.raft.client_write(Request(write.clone())).await {
-            Ok(resp) => return Ok((resp.log_id.index, resp.data.0)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                f.leader_id.zip(f.leader_node)
-            }
-            Err(RaftError::APIError(e)) => return Err(WriteError::Unavailable(e.to_string())),
-            Err(RaftError::Fatal(e)) => return Err(WriteError::Unavailable(e.to_string())),
+        let mut leader = match crate::network::propose(&self.raft, write.clone()).await {
+            ForwardedWrite::Done(version, outcome) => return Ok((version, outcome)),
+            ForwardedWrite::NotLeader(leader) => leader,
+            ForwardedWrite::Unavailable(m) => return Err(WriteError::Unavailable(m)),
+            ForwardedWrite::Unknown(m) => return Err(WriteError::Unknown(m)),
         };
         for attempt in 0..FORWARD_ATTEMPTS {
             let Some((id, info)) = leader.clone() else {
@@ -551,10 +597,17 @@ impl Node {
                     return Ok((version, outcome));
                 }
                 ForwardedWrite::NotLeader(next) => leader = next,
+                // With an idempotency key a second proposal is applied at most once; without one
+                // it could apply the write twice, so the client is told and decides.
+                ForwardedWrite::Unknown(m)
+                    if write.idempotency_key.is_none() || attempt + 1 == FORWARD_ATTEMPTS =>
+                {
+                    return Err(WriteError::Unknown(m))
+                }
                 ForwardedWrite::Unavailable(m) if attempt + 1 == FORWARD_ATTEMPTS => {
                     return Err(WriteError::Unavailable(m))
                 }
-                ForwardedWrite::Unavailable(_) => {
+                ForwardedWrite::Unavailable(_) | ForwardedWrite::Unknown(_) => {
                     tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1))).await;
                     leader = self.leader();
                 }

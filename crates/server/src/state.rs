@@ -152,6 +152,14 @@ impl AppState {
                 "no_leader",
                 format!("the write could not be committed: {m}"),
             )),
+            Ok(Err(verdict_cluster::WriteError::Unknown(m))) => Err(ApiError::unavailable(
+                "outcome_unknown",
+                format!(
+                    "leadership changed while the write was pending, so it may or may not have \
+                     been applied ({m}); retry it with the same Idempotency-Key header, which \
+                     applies it at most once, or read the resource to see"
+                ),
+            )),
         }
     }
 

@@ -175,8 +175,19 @@ impl Member {
 impl Drop for Member {
     fn drop(&mut self) {
         self.sigkill();
-        if std::thread::panicking() {
+        let panicking = std::thread::panicking();
+        if panicking {
             eprintln!("{}", self.log_tail(60));
+        }
+        // `VERDICT_E2E_KEEP_LOGS=1` keeps a failing test's whole logs for a post-mortem, `=always`
+        // every test's (a slow pass can be as telling as a failure).
+        let keep = std::env::var("VERDICT_E2E_KEEP_LOGS").ok();
+        if keep.as_deref() == Some("always") || (panicking && keep.is_some()) {
+            let logs = std::mem::replace(
+                &mut self.logs,
+                TempDir::with_prefix("verdict-e2e-spent-").expect("log dir"),
+            );
+            eprintln!("node {} logs kept in {}", self.id, logs.keep().display());
         }
     }
 }

@@ -10,30 +10,66 @@ pub use api::{assert_problem, check_problem, Api, Resp};
 pub use expect::{assert_decision, Example};
 pub use node::Node;
 
-use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::process::Output;
 use std::sync::Mutex;
 use std::sync::PoisonError;
 use std::time::Duration;
 
-/// A loopback port no other caller in this test process has been given: bound to port 0, read,
-/// released. The kernel hands released ports out again (two nodes once got the same port for API
-/// and peer listener), so ports already given out are remembered and skipped. Another process could
-/// still take one before the node binds it; the node then fails to start and the test says so.
+/// A loopback port that no other test, in this process or in another test process, has been given.
+///
+/// Ports come from 20000–31999, below the kernel's ephemeral range (32768–60999 here), so no outgoing
+/// connection can take one between this call and the node's bind; the kernel's port-0 allocator
+/// once handed the same port to two test processes run side by side, and one process's CLI then
+/// drove the other's cluster. Each port is claimed with a file created exclusively under
+/// `$TMPDIR/verdict-e2e-ports`, and checked to be bindable. Claims older than two hours are stale
+/// and removed on the first call.
 pub fn unique_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind a free loopback port")
-            .port();
-        if GIVEN
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(port)
-        {
+    static NEXT: Mutex<Option<u32>> = Mutex::new(None);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let dir = std::env::temp_dir().join("verdict-e2e-ports");
+    let mut next = NEXT.lock().unwrap_or_else(PoisonError::into_inner);
+    let offset = next.get_or_insert_with(|| {
+        let _ = std::fs::create_dir_all(&dir);
+        remove_stale_claims(&dir);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        (std::process::id().wrapping_mul(7_919) ^ nanos) % SPAN
+    });
+    for _ in 0..SPAN {
+        let port = (LOW + *offset) as u16;
+        *offset = (*offset + 1) % SPAN;
+        let claimed = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(port.to_string()))
+            .is_ok();
+        if claimed && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
+        }
+    }
+    panic!(
+        "no free loopback port in 20000-31999 (claims in {})",
+        dir.display()
+    );
+}
+
+fn remove_stale_claims(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(2 * 3600));
+        if old {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }

@@ -29,6 +29,18 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     pub url: String,
+    /// The API credential (`<id>.<secret>`) sent as `Authorization: Bearer` (client commands).
+    #[arg(
+        long,
+        global = true,
+        env = "VERDICT_TOKEN",
+        hide_env_values = true,
+        value_name = "CREDENTIAL"
+    )]
+    pub token: Option<String>,
+    /// A file holding the API credential (when --token / VERDICT_TOKEN is not given).
+    #[arg(long, global = true, env = "VERDICT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Output format: `table` is for people, `json` prints the server's answers as JSON.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -80,6 +92,31 @@ pub enum Command {
     Token(TokenCommand),
     /// Revoke tokens: by token id, audit chain, subject, or subject within a scope.
     Revoke(RevokeArgs),
+    /// API credentials (replicated): create one (its secret is shown once), list, revoke.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+}
+
+/// `verdict credential …`. Needs a credential with the `admin` scope (VERDICT_TOKEN).
+#[derive(Debug, Subcommand)]
+pub enum CredentialCommand {
+    /// Create a credential; prints its secret (`<id>.<secret>`) once.
+    Create {
+        /// Who or what holds it.
+        #[arg(long)]
+        name: String,
+        /// A scope, repeatable: admin, policy:write[:<id prefix>], entity:write[:<type>], revoke,
+        /// token:issue, read, decide.
+        #[arg(long = "scope", required = true, value_name = "SCOPE")]
+        scopes: Vec<String>,
+    },
+    /// List credentials (ids, names, scopes; never secrets).
+    List,
+    /// Revoke a credential on every node.
+    Revoke {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// `verdict keys …`.
@@ -179,6 +216,16 @@ pub struct ServeArgs {
         value_name = "SECRET"
     )]
     pub cluster_secret: Option<String>,
+    /// File holding the bootstrap admin secret (≥ 16 characters): at first start the cluster
+    /// creates the credential `admin` from it. Without it, VERDICT_ADMIN_SECRET is read.
+    #[arg(long, value_name = "FILE")]
+    pub admin_secret_file: Option<PathBuf>,
+    /// Require credentials on admin endpoints even on a loopback-only node with none created yet.
+    #[arg(long)]
+    pub require_credentials: bool,
+    /// Require a `decide` credential for decisions (default: only when listening beyond loopback).
+    #[arg(long, value_name = "BOOL")]
+    pub decisions_require_credential: Option<bool>,
     /// Start empty and wait to be added to a running cluster (`verdict cluster add-learner`).
     #[arg(long, conflicts_with = "initial_cluster")]
     pub join: bool,

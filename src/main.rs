@@ -74,24 +74,51 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let out = cli.output;
+    let (url, token, token_file) = (cli.url.clone(), cli.token.clone(), cli.token_file.clone());
+    let connect = || client(&url, token.as_deref(), token_file.as_deref());
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Bench(args) => bench::run(&cli.url, &args, out).await,
-        Command::Policy(cmd) => admin::policy(&client(&cli.url)?, cmd, out).await,
-        Command::Schema(cmd) => admin::schema(&client(&cli.url)?, cmd, out).await,
-        Command::Entity(cmd) => admin::entity(&client(&cli.url)?, cmd, out).await,
-        Command::Check(args) => check::run(&client(&cli.url)?, &args, out).await,
-        Command::Cluster(cmd) => cluster::run(&client(&cli.url)?, cmd, out).await,
-        Command::Watch(args) => cluster::watch(&client(&cli.url)?, &args).await,
+        Command::Policy(cmd) => admin::policy(&connect()?, cmd, out).await,
+        Command::Schema(cmd) => admin::schema(&connect()?, cmd, out).await,
+        Command::Entity(cmd) => admin::entity(&connect()?, cmd, out).await,
+        Command::Check(args) => check::run(&connect()?, &args, out).await,
+        Command::Cluster(cmd) => cluster::run(&connect()?, cmd, out).await,
+        Command::Watch(args) => cluster::watch(&connect()?, &args).await,
         Command::Proxy(args) => proxy::run(args).await,
-        Command::Keys(cmd) => tokens::keys(&client(&cli.url)?, cmd, out).await,
-        Command::Token(cmd) => tokens::token(&client(&cli.url)?, cmd, out).await,
-        Command::Revoke(args) => tokens::revoke(&client(&cli.url)?, args, out).await,
+        Command::Keys(cmd) => tokens::keys(&connect()?, cmd, out).await,
+        Command::Token(cmd) => tokens::token(&connect()?, cmd, out).await,
+        Command::Revoke(args) => tokens::revoke(&connect()?, args, out).await,
+        Command::Credential(cmd) => tokens::credential(&connect()?, cmd, out).await,
     }
 }
 
-fn client(url: &str) -> anyhow::Result<verdict_client::Client> {
-    Ok(verdict_client::Client::new(url)?)
+fn client(
+    url: &str,
+    token: Option<&str>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<verdict_client::Client> {
+    let client = verdict_client::Client::new(url)?;
+    let token = match (token, token_file) {
+        (Some(t), _) => Some(t.to_string()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot read the credential file {}: {e}; set VERDICT_TOKEN_FILE or \
+                         --token-file to a file holding `<id>.<secret>`",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    Ok(match token {
+        Some(t) => client.with_token(&t),
+        None => client,
+    })
 }
 
 /// Prints `err` for a person and picks the exit code.

@@ -58,6 +58,15 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     if args.join {
         c.join = true;
     }
+    if let Some(v) = &args.admin_secret_file {
+        c.admin_secret_file = Some(v.clone());
+    }
+    if args.require_credentials {
+        c.require_credentials = true;
+    }
+    if let Some(v) = args.decisions_require_credential {
+        c.decisions_require_credential = Some(v);
+    }
     if let Some(v) = args.max_lag {
         c.max_lag = v;
     }

@@ -8,6 +8,7 @@ use serde_json::json;
 use serde_json::Value;
 use verdict_client::Client;
 
+use crate::cli::CredentialCommand;
 use crate::cli::KeysCommand;
 use crate::cli::Output;
 use crate::cli::RevokeArgs;
@@ -123,5 +124,64 @@ pub async fn revoke(client: &Client, args: RevokeArgs, out: Output) -> anyhow::R
         .revoke(&event, args.idempotency_key.as_deref())
         .await?;
     written(out, "revoked", v)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verdict credential …`.
+pub async fn credential(
+    client: &Client,
+    cmd: CredentialCommand,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CredentialCommand::Create { name, scopes } => {
+            let created = client.create_credential(&name, &scopes).await?;
+            match out {
+                Output::Json => print_json(&created)?,
+                Output::Table => {
+                    let secret = created["secret"].as_str().unwrap_or("?");
+                    println!("{secret}");
+                    eprintln!(
+                        "created credential {} ({}) at version {}; the secret above is shown \
+                         only now: store it (e.g. in a file for VERDICT_TOKEN_FILE)",
+                        created["id"].as_str().unwrap_or("?"),
+                        scopes.join(", "),
+                        created["version"]
+                    );
+                }
+            }
+        }
+        CredentialCommand::List => {
+            let list = client.list_credentials().await?;
+            match out {
+                Output::Json => print_json(&list)?,
+                Output::Table => {
+                    let empty = Vec::new();
+                    let rows: Vec<Vec<String>> = list["credentials"]
+                        .as_array()
+                        .unwrap_or(&empty)
+                        .iter()
+                        .map(|c| {
+                            let scopes: Vec<&str> = c["scopes"]
+                                .as_array()
+                                .map(|s| s.iter().filter_map(Value::as_str).collect())
+                                .unwrap_or_default();
+                            vec![
+                                c["id"].as_str().unwrap_or("?").to_string(),
+                                c["name"].as_str().unwrap_or("?").to_string(),
+                                scopes.join(" "),
+                                c["version"].to_string(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["ID", "NAME", "SCOPES", "VERSION"], &rows);
+                }
+            }
+        }
+        CredentialCommand::Revoke { id } => {
+            let v = client.revoke_credential(&id).await?;
+            written(out, &format!("revoked credential {id}"), v)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,9 @@ project=verdict-smoke
 base="http://127.0.0.1:$port"
 # Fixed, so a leftover environment cannot change what the test runs against.
 export VERDICT_PORT=$port VERDICT_HOST=127.0.0.1 VERDICT_CLUSTER_SECRET=smoke-test-secret
+# The nodes listen beyond loopback, so writes and decisions need a credential: the bootstrap admin.
+export VERDICT_ADMIN_SECRET=smoke-test-admin-secret-0123456789
+auth="Authorization: Bearer admin.$VERDICT_ADMIN_SECRET"
 compose=(docker-compose -p "$project" -f docker-compose.yml)
 
 fail() {
@@ -81,8 +84,17 @@ while ((in_a_row < 3)); do
 done
 echo "ready $((SECONDS - stack_started)) s after the start"
 
-echo "== write a policy through the lb"
-body=$(expect_status 200 -X PUT "$base/v1/policies/smoke" -H 'content-type: text/plain' \
+echo "== without a credential: 401"
+expect_status 401 -X PUT "$base/v1/policies/smoke" -H 'content-type: text/plain' \
+    --data-binary 'permit(principal, action, resource);' >/dev/null
+
+echo "== write a policy through the lb (the bootstrap admin may still be on its way: retry)"
+deadline=$((SECONDS + 30))
+until [[ $(curl -s -o /dev/null --max-time 2 -w "%{http_code}" -H "$auth" "$base/v1/credentials" || true) == 200 ]]; do
+    ((SECONDS < deadline)) || fail "the bootstrap admin credential never worked"
+    sleep 0.5
+done
+body=$(expect_status 200 -X PUT "$base/v1/policies/smoke" -H "$auth" -H 'content-type: text/plain' \
     --data-binary 'permit(principal == User::"alice", action == Action::"read", resource);')
 version=$(printf '%s' "$body" | sed -n 's/.*"version":[[:space:]]*\([0-9][0-9]*\).*/\1/p')
 [[ -n $version ]] || fail "the write answered no version: $body"
@@ -91,7 +103,7 @@ echo "version $version"
 decide() {
     local who=$1
     expect_status 200 "$base/access/v1/evaluation" \
-        -H 'content-type: application/json' -H "Verdict-Min-Version: $version" \
+        -H 'content-type: application/json' -H "Verdict-Min-Version: $version" -H "$auth" \
         -d "{\"subject\":{\"type\":\"User\",\"id\":\"$who\"},\"action\":{\"name\":\"read\"},\"resource\":{\"type\":\"Doc\",\"id\":\"1\"}}"
 }
 

@@ -43,6 +43,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    token: Option<String>,
 }
 
 impl Client {
@@ -72,7 +73,18 @@ impl Client {
         if base.cannot_be_a_base() {
             return Err(invalid("it cannot hold a path"));
         }
-        Ok(Self { http, base })
+        Ok(Self {
+            http,
+            base,
+            token: None,
+        })
+    }
+
+    /// The same client, sending `Authorization: Bearer <credential>` (`<id>.<secret>`, as
+    /// `verdict credential create` printed it) with every request.
+    pub fn with_token(mut self, credential: &str) -> Self {
+        self.token = Some(credential.trim().to_owned());
+        self
     }
 
     /// The node this client talks to.
@@ -334,6 +346,34 @@ impl Client {
         self.write(rb, None, None).await
     }
 
+    /// `POST /v1/credentials`: a new credential with `name` and `scopes` (e.g. `read`,
+    /// `policy:write:tenant-a/`); the answer holds `id`, `scopes` and the `secret`, shown once.
+    pub async fn create_credential(
+        &self,
+        name: &str,
+        scopes: &[String],
+    ) -> Result<serde_json::Value> {
+        let rb = self
+            .request(Method::POST, &["v1", "credentials"])?
+            .json(&serde_json::json!({"name": name, "scopes": scopes}));
+        decode(self.send(rb).await?).await
+    }
+
+    /// `GET /v1/credentials`: ids, names, scopes and creation times (never secrets).
+    pub async fn list_credentials(&self) -> Result<serde_json::Value> {
+        decode(
+            self.send(self.request(Method::GET, &["v1", "credentials"])?)
+                .await?,
+        )
+        .await
+    }
+
+    /// `DELETE /v1/credentials/{id}`: revokes it on every node at the returned version.
+    pub async fn revoke_credential(&self, id: &str) -> Result<u64> {
+        let rb = self.request(Method::DELETE, &["v1", "credentials", id])?;
+        self.write(rb, None, None).await
+    }
+
     /// `GET /v1/keys`: ids, states and ages of the keys, and the ring's policy.
     pub async fn list_keys(&self) -> Result<serde_json::Value> {
         decode(
@@ -404,7 +444,11 @@ impl Client {
             })?
             .pop_if_empty()
             .extend(segments);
-        Ok(self.http.request(method, url))
+        let rb = self.http.request(method, url);
+        Ok(match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        })
     }
 
     async fn decide<B: Serialize, T: DeserializeOwned>(

@@ -90,6 +90,10 @@ impl ChangeEvent {
             Command::ReplaceEntities { .. } => e.replaced_all = true,
             // The kind is the news: a PEP drops cached token introspections on `revoke`.
             Command::RotateKeys { .. } | Command::Revoke { .. } => {}
+            // Likewise: a credential was created or revoked (ids only, never hashes).
+            Command::CreateCredential { .. }
+            | Command::RevokeCredential { .. }
+            | Command::BootstrapAdmin { .. } => {}
         }
         e
     }

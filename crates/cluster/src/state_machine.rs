@@ -33,6 +33,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use verdict_engine::persist::PersistedState;
 use verdict_engine::persist::PersistedStateV1;
+use verdict_engine::persist::PersistedStateV2;
 use verdict_engine::Outcome;
 use verdict_engine::Snapshot;
 
@@ -139,6 +140,14 @@ struct SnapshotFile {
     members_seen: BTreeSet<NodeId>,
 }
 
+/// A snapshot file of a release before credentials (its state has no credential part).
+#[derive(Deserialize)]
+struct SnapshotFileV2 {
+    meta: SnapshotMetaOf<TypeConfig>,
+    state: PersistedStateV2,
+    members_seen: BTreeSet<NodeId>,
+}
+
 /// A snapshot file of a release before tokens (its state has no token part).
 #[derive(Deserialize)]
 struct SnapshotFileV1 {
@@ -147,17 +156,25 @@ struct SnapshotFileV1 {
     members_seen: BTreeSet<NodeId>,
 }
 
-/// Reads a snapshot file or transfer, of this release or the one before tokens.
+/// Reads a snapshot file or transfer, of this release or the two before (before credentials, before
+/// tokens).
 fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, io::Error> {
     match decode::<SnapshotFile>(bytes) {
         Ok(file) => Ok(file),
-        Err(current) => match decode::<SnapshotFileV1>(bytes) {
-            Ok(v1) => Ok(SnapshotFile {
-                meta: v1.meta,
-                state: v1.state.into(),
-                members_seen: v1.members_seen,
+        Err(current) => match decode::<SnapshotFileV2>(bytes) {
+            Ok(v2) => Ok(SnapshotFile {
+                meta: v2.meta,
+                state: v2.state.into(),
+                members_seen: v2.members_seen,
             }),
-            Err(_) => Err(current),
+            Err(_) => match decode::<SnapshotFileV1>(bytes) {
+                Ok(v1) => Ok(SnapshotFile {
+                    meta: v1.meta,
+                    state: v1.state.into(),
+                    members_seen: v1.members_seen,
+                }),
+                Err(_) => Err(current),
+            },
         },
     }
 }
@@ -448,6 +465,37 @@ mod tests {
         };
         let again = decode_snapshot(&encode(&now)?)?;
         assert_eq!(again.state, file.state);
+        Ok(())
+    }
+
+    /// The layout a release before credentials wrote.
+    #[derive(Serialize)]
+    struct V2File {
+        meta: SnapshotMetaOf<TypeConfig>,
+        state: PersistedStateV2,
+        members_seen: BTreeSet<NodeId>,
+    }
+
+    #[test]
+    fn snapshot_files_written_before_credentials_still_load(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // No members seen is the layout most likely to be misread: nothing follows the state.
+        for members_seen in [BTreeSet::new(), (1..=3).collect()] {
+            let old = V2File {
+                meta: SnapshotMetaOf::<TypeConfig>::default(),
+                state: PersistedStateV2 {
+                    version: 9,
+                    idempotency: vec![("k".into(), 3, 1_000)],
+                    ..Default::default()
+                },
+                members_seen: members_seen.clone(),
+            };
+            let file = decode_snapshot(&encode(&old)?)?;
+            assert_eq!(file.state.version, 9);
+            assert_eq!(file.state.idempotency.len(), 1);
+            assert!(file.state.credentials.credentials.is_empty());
+            assert_eq!(file.members_seen, members_seen);
+        }
         Ok(())
     }
 

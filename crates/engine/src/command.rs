@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::credential::Scope;
 use crate::error::EngineError;
 use crate::keyring::RotationPolicy;
 use crate::revocation::Selector;
@@ -77,6 +78,30 @@ pub enum Command {
         /// The events.
         events: Vec<(Selector, Option<u64>)>,
     },
+    /// Create an API credential. The receiving node drew the id and secret and hashed the secret
+    /// (argon2id, random salt); only the hash enters the log.
+    CreateCredential {
+        /// Its id.
+        id: String,
+        /// A human name.
+        name: String,
+        /// What it may do.
+        scopes: Vec<Scope>,
+        /// argon2id PHC string of the secret.
+        hash: String,
+    },
+    /// Revoke an API credential.
+    RevokeCredential {
+        /// Its id.
+        id: String,
+    },
+    /// Create the bootstrap admin credential (id `admin`, scope `admin`) from the secret an
+    /// operator configured, unless a bootstrap happened before (then a no-op: every node with the
+    /// secret configured proposes it at first start, and only the first one counts).
+    BootstrapAdmin {
+        /// argon2id PHC string of the configured secret.
+        hash: String,
+    },
 }
 
 /// 32 bytes of key material. Its `Debug` never prints them, so a logged command leaks nothing.
@@ -105,6 +130,9 @@ impl Command {
             Self::ReplaceEntities { .. } => "replace_entities",
             Self::RotateKeys { .. } => "rotate_keys",
             Self::Revoke { .. } => "revoke",
+            Self::CreateCredential { .. } => "create_credential",
+            Self::RevokeCredential { .. } => "revoke_credential",
+            Self::BootstrapAdmin { .. } => "bootstrap_admin",
         }
     }
 }

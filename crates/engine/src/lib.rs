@@ -23,12 +23,14 @@
 )]
 
 pub mod command;
+pub mod credential;
 pub mod decide;
 pub mod entity;
 pub mod error;
 pub mod ids;
 pub mod index;
 pub mod keyring;
+pub mod limits;
 pub mod persist;
 pub mod policy;
 pub mod revocation;

@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::credential::Credentials;
+use crate::credential::PersistedCredentials;
 use crate::entity::parse_entities;
 use crate::error::EngineError;
 use crate::keyring::KeyRing;
@@ -34,9 +36,51 @@ pub struct PersistedState {
     pub entities_version: u64,
     /// `(key, version, stamped_ms)` of every remembered idempotency key.
     pub idempotency: Vec<(String, u64, u64)>,
-    /// Token keys, their policy and revocations. Last, so the layout before them is that of
-    /// [`PersistedStateV1`].
+    /// Token keys, their policy and revocations. After the fields of [`PersistedStateV1`].
     pub tokens: PersistedTokens,
+    /// API credentials (argon2 hashes, never secrets). Last, so the layout before them is that of
+    /// [`PersistedStateV2`].
+    pub credentials: PersistedCredentials,
+}
+
+/// The persisted state written before credentials existed. Read only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedStateV2 {
+    /// See [`PersistedState::version`].
+    pub version: u64,
+    /// See [`PersistedState::policies`].
+    pub policies: Vec<(String, String, u64)>,
+    /// See [`PersistedState::policies_version`].
+    pub policies_version: u64,
+    /// See [`PersistedState::schema`].
+    pub schema: Option<(String, bool, u64)>,
+    /// See [`PersistedState::schema_version`].
+    pub schema_version: u64,
+    /// See [`PersistedState::entities`].
+    pub entities: Vec<(String, u64)>,
+    /// See [`PersistedState::entities_version`].
+    pub entities_version: u64,
+    /// See [`PersistedState::idempotency`].
+    pub idempotency: Vec<(String, u64, u64)>,
+    /// See [`PersistedState::tokens`].
+    pub tokens: PersistedTokens,
+}
+
+impl From<PersistedStateV2> for PersistedState {
+    fn from(v2: PersistedStateV2) -> Self {
+        Self {
+            version: v2.version,
+            policies: v2.policies,
+            policies_version: v2.policies_version,
+            schema: v2.schema,
+            schema_version: v2.schema_version,
+            entities: v2.entities,
+            entities_version: v2.entities_version,
+            idempotency: v2.idempotency,
+            tokens: v2.tokens,
+            credentials: PersistedCredentials::default(),
+        }
+    }
 }
 
 /// The token part of a persisted state.
@@ -86,6 +130,7 @@ impl From<PersistedStateV1> for PersistedState {
             entities_version: v1.entities_version,
             idempotency: v1.idempotency,
             tokens: PersistedTokens::default(),
+            credentials: PersistedCredentials::default(),
         }
     }
 }
@@ -125,6 +170,7 @@ impl Snapshot {
                 max_token_lifetime_ms: self.max_token_lifetime_ms,
                 revocations: self.revocations.to_persisted(),
             },
+            credentials: self.credentials.to_persisted(),
         }
     }
 
@@ -171,6 +217,7 @@ impl Snapshot {
         s.token_policy = p.tokens.policy;
         s.max_token_lifetime_ms = p.tokens.max_token_lifetime_ms;
         s.revocations = Revocations::from_persisted(&p.tokens.revocations);
+        s.credentials = std::sync::Arc::new(Credentials::from_persisted(&p.credentials));
         s.version = p.version;
         Ok(s)
     }

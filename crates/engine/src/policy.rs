@@ -164,6 +164,7 @@ impl StoredPolicy {
 pub fn parse_one(id: &str, text: &str, version: u64) -> Result<Arc<StoredPolicy>, EngineError> {
     check_policy_id(id)?;
     check_size(id, text)?;
+    crate::limits::check_nesting(text, "the policy text")?;
     if let Some(hit) = ParseMemo::take(id, text) {
         let mut policy = Arc::try_unwrap(hit).unwrap_or_else(|shared| (*shared).clone());
         policy.version = version;
@@ -236,6 +237,7 @@ fn parse_one_uncached(
 /// Parses a whole policy set; ids come from `@id("…")` annotations, else Cedar's `policy0`, `policy1`….
 /// Each policy's stored text is its own slice of the source.
 pub fn parse_set(text: &str, version: u64) -> Result<Vec<Arc<StoredPolicy>>, EngineError> {
+    crate::limits::check_nesting(text, "the policy set text")?;
     let set = PolicySet::from_str(text).map_err(|e| {
         EngineError::from_diagnostic(ErrorCode::CedarSyntax, "policy set", text, &e)
     })?;

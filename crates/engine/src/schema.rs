@@ -41,6 +41,7 @@ impl std::fmt::Debug for StoredSchema {
 
 /// Parses a schema in either format.
 pub fn parse_schema(text: &str, json: bool, version: u64) -> Result<StoredSchema, EngineError> {
+    crate::limits::check_nesting(text, "the schema")?;
     if text.len() > MAX_SCHEMA_TEXT {
         return Err(EngineError::new(
             ErrorCode::SchemaSyntax,

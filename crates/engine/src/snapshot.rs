@@ -19,6 +19,10 @@ use crate::command::Command;
 use crate::command::KeyMaterial;
 use crate::command::Outcome;
 use crate::command::Write;
+use crate::credential::Credential;
+use crate::credential::Credentials;
+use crate::credential::Scope;
+use crate::credential::BOOTSTRAP_ID;
 use crate::entity::parse_entities;
 use crate::entity::uid_from_parts;
 use crate::entity::ParsedEntity;
@@ -81,6 +85,8 @@ pub struct Snapshot {
     pub(crate) max_token_lifetime_ms: u64,
     /// Revocation watermarks.
     pub(crate) revocations: Revocations,
+    /// API credentials (shared: they change rarely).
+    pub(crate) credentials: Arc<Credentials>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -307,6 +313,14 @@ impl Snapshot {
                     "`If-Match` does not apply to revocations (they only add); send the request without it",
                 ))
             }
+            Command::CreateCredential { .. }
+            | Command::RevokeCredential { .. }
+            | Command::BootstrapAdmin { .. } => {
+                return Err(EngineError::new(
+                    ErrorCode::InvalidRequest,
+                    "`If-Match` does not apply to credentials; send the request without it",
+                ))
+            }
         };
         if current == expected {
             return Ok(());
@@ -431,8 +445,56 @@ impl Snapshot {
                 policy,
             )?,
             Command::Revoke { events } => self.revoke(write.stamped_ms, events)?,
+            Command::CreateCredential {
+                id,
+                name,
+                scopes,
+                hash,
+            } => {
+                let credential = Credential {
+                    id: id.clone(),
+                    name: name.clone(),
+                    scopes: scopes.clone(),
+                    hash: hash.clone(),
+                    created_ms: write.stamped_ms,
+                    version,
+                };
+                self.credentials.check_new(&credential)?;
+                Arc::make_mut(&mut self.credentials).insert(credential);
+            }
+            Command::RevokeCredential { id } => {
+                // Checked on a copy first, so a refusal leaves the shared table untouched.
+                let mut next = (*self.credentials).clone();
+                next.revoke(id)?;
+                self.credentials = Arc::new(next);
+            }
+            Command::BootstrapAdmin { hash } => {
+                if self.credentials.bootstrapped() {
+                    return Ok(());
+                }
+                let credential = Credential {
+                    id: BOOTSTRAP_ID.to_string(),
+                    name: "bootstrap admin".to_string(),
+                    scopes: vec![Scope::Admin],
+                    hash: hash.clone(),
+                    created_ms: write.stamped_ms,
+                    version,
+                };
+                if self.credentials.get(BOOTSTRAP_ID).is_some() {
+                    // Someone created an `admin` credential by hand before any bootstrap.
+                    Arc::make_mut(&mut self.credentials).mark_bootstrapped();
+                    return Ok(());
+                }
+                self.credentials.check_new(&credential)?;
+                Arc::make_mut(&mut self.credentials).insert(credential);
+            }
         }
         Ok(())
+    }
+
+    /// The API credentials.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     // ---- tokens ----
@@ -803,6 +865,7 @@ fn key_error(e: KeyRingError) -> EngineError {
 }
 
 fn parse_json(text: &str) -> Result<serde_json::Value, EngineError> {
+    crate::limits::check_nesting(text, "the entity JSON")?;
     serde_json::from_str(text).map_err(|e| {
         EngineError::new(
             ErrorCode::EntityInvalid,

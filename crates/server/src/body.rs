@@ -66,6 +66,15 @@ pub fn json(body: &[u8]) -> Result<Value, ApiError> {
             "the request body is empty; send a JSON object",
         ));
     }
+    if let Some(at) = verdict_engine::limits::nesting_exceeds(body) {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body nests JSON more than {} levels deep (at byte {at}); flatten it",
+                verdict_engine::limits::MAX_NESTING
+            ),
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })

@@ -28,6 +28,10 @@ pub struct Config {
     pub max_admin_body: usize,
     /// Maximum number of items in one batch evaluation.
     pub max_batch: usize,
+    /// Most policies in one write (a whole-set replacement); more → `413 too_many_items`.
+    pub max_policies_per_write: usize,
+    /// Most entities in one write (upsert, replace or delete); more → `413 too_many_items`.
+    pub max_entities_per_write: usize,
     /// How long a request with `Verdict-Min-Version` waits for this node to catch up, in milliseconds.
     pub min_version_wait_ms: u64,
     /// Take a state-machine snapshot (and allow log purging) after this many applied entries.
@@ -56,6 +60,10 @@ pub struct Config {
     /// Log entries kept behind a snapshot for lagging followers; further behind, a follower is sent
     /// the snapshot.
     pub keep_log_behind_snapshot: u64,
+    /// Longest a decision or admin request may take, reading its body included, in milliseconds;
+    /// beyond it the request is answered `408` and its slot freed, so slow or stalled clients
+    /// cannot hold `max_in_flight` slots. Watch streams are not limited by it.
+    pub request_timeout_ms: u64,
     /// Most open watch streams (`GET /v1/watch`) at once; beyond it new ones get `503 overloaded`.
     pub max_watchers: usize,
     /// Decision logging, the `[decision_log]` table (with one `[[decision_log.sinks]]` table per
@@ -74,6 +82,18 @@ pub struct Config {
     /// `subject.properties.token` (the header wins). Off by default: a gateway that forwards its
     /// own credentials in that header would otherwise have them read as the subject's.
     pub decision_bearer_tokens: bool,
+    /// A file holding the bootstrap admin secret (at least 16 characters). At first start the
+    /// cluster creates the credential `admin` (scope `admin`) from it, presented as
+    /// `admin.<secret>`; later starts ignore it. The `VERDICT_ADMIN_SECRET` environment variable
+    /// is read when this is unset. There is no default secret.
+    pub admin_secret_file: Option<PathBuf>,
+    /// Require credentials on admin endpoints even before any exists (they are required anyway
+    /// once one exists, or when the API listens beyond loopback). Until the bootstrap admin
+    /// exists, admin requests then get `401`.
+    pub require_credentials: bool,
+    /// Require a credential with the `decide` scope for decisions and token introspection.
+    /// Unset: required when the API listens beyond loopback, open on a loopback-only node.
+    pub decisions_require_credential: Option<bool>,
 }
 
 impl Default for Config {
@@ -88,6 +108,8 @@ impl Default for Config {
             max_decision_body: 1024 * 1024,
             max_admin_body: 16 * 1024 * 1024,
             max_batch: 1000,
+            max_policies_per_write: 10_000,
+            max_entities_per_write: 100_000,
             min_version_wait_ms: 2000,
             snapshot_every: 10_000,
             cluster_secret: None,
@@ -98,10 +120,14 @@ impl Default for Config {
             max_leader_silence_ms: 3000,
             fail_closed: false,
             keep_log_behind_snapshot: 1000,
+            request_timeout_ms: 60_000,
             max_watchers: 1024,
             decision_log: verdict_decision_log::Config::default(),
             tokens: verdict_engine::keyring::RotationPolicy::default(),
             decision_bearer_tokens: false,
+            admin_secret_file: None,
+            require_credentials: false,
+            decisions_require_credential: None,
         }
     }
 }

@@ -98,6 +98,11 @@ fn title(code: &str) -> &'static str {
         "overloaded" => "Overloaded",
         "decision_log_unavailable" => "Decision could not be logged",
         "decision_log_record_too_large" => "Decision record too large to log",
+        "unauthorized" => "Credential missing or refused",
+        "forbidden" => "Credential lacks the needed scope",
+        "outcome_unknown" => "Write outcome unknown",
+        "request_timeout" => "Request took too long",
+        "too_many_items" => "Too many items in one write",
         _ => "Internal error",
     }
 }
@@ -122,6 +127,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if self.status == axum::http::StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"verdict\""),
+            );
+        }
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

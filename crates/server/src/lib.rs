@@ -9,6 +9,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
@@ -40,6 +41,7 @@ use verdict_decision_log::DecisionLog;
 use crate::error::ApiError;
 use crate::routes::admin;
 use crate::routes::cluster;
+use crate::routes::credentials;
 use crate::routes::decide;
 use crate::routes::decision_log;
 use crate::routes::health;
@@ -101,6 +103,28 @@ async fn limit_in_flight(
     }
 }
 
+/// Answers `408 request_timeout` when a request (reading its body included) takes longer than
+/// `request_timeout_ms`, freeing its in-flight slot.
+async fn time_limit(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request took longer than {} ms (`request_timeout_ms`), reading its body \
+                 included; send it faster or raise the limit",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// The public API router.
 pub fn api_router(state: Shared) -> Router {
     let permits = Arc::new(tokio::sync::Semaphore::new(
@@ -157,13 +181,31 @@ pub fn api_router(state: Shared) -> Router {
             "/v1/revocations",
             get(tokens::list_revocations).post(tokens::revoke),
         )
+        .route(
+            "/v1/credentials",
+            get(credentials::list).post(credentials::create),
+        )
+        .route(
+            "/v1/credentials/{id}",
+            axum::routing::delete(credentials::revoke),
+        )
         .layer(DefaultBodyLimit::max(state.config.max_admin_body));
+    let authorized = axum::middleware::from_fn_with_state(state.clone(), auth::authorize);
+    // Credentials are checked inside the in-flight limit: a slow verification holds a slot.
     let limited = decisions
         .merge(admin)
+        .route_layer(authorized.clone())
+        .route_layer(axum::middleware::from_fn_with_state(
+            Duration::from_millis(state.config.request_timeout_ms.max(1)),
+            time_limit,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             permits,
             limit_in_flight,
         ));
+    let watch = Router::new()
+        .route("/v1/watch", get(watch::watch))
+        .route_layer(authorized);
     Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
@@ -171,7 +213,7 @@ pub fn api_router(state: Shared) -> Router {
         // Monitoring, like /metrics: not behind `max_in_flight`.
         .route("/v1/decision-logs/status", get(decision_log::status))
         // Long-lived streams: bounded by their own limit (`max_watchers`), not `max_in_flight`.
-        .route("/v1/watch", get(watch::watch))
+        .merge(watch)
         .route(
             "/.well-known/authzen-configuration",
             get(decide::well_known),
@@ -198,6 +240,14 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let admin_secret = auth::bootstrap_secret(&config)?;
+    if config.decision_bearer_tokens && auth::Auth::new(&config).decisions_required() {
+        anyhow::bail!(
+            "decision_bearer_tokens takes the subject's token from `Authorization`, where this node \
+             also needs the caller's `decide` credential; pass tokens in \
+             `subject.properties.token` instead, or set decisions_require_credential = false"
+        );
+    }
     let api_listener = TcpListener::bind(config.listen).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {} (API): {e}; pick another with --listen",
@@ -315,7 +365,11 @@ pub async fn run(
         watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers.max(1))),
         stopping: stop_rx.clone(),
         decision_log: decision_log.clone(),
+        auth: auth::Auth::new(&config),
     });
+    if let Some(secret) = admin_secret {
+        tokio::spawn(auth::bootstrap(state.clone(), secret));
+    }
     let peer_app = Router::new()
         .route("/raft/{rpc}", post(peer::rpc))
         .layer(DefaultBodyLimit::max(512 * 1024 * 1024))

@@ -38,6 +38,11 @@ pub struct Metrics {
     /// Decision requests refused because a decision the configuration says must be logged could
     /// not be (queue full under `when_full = "block"`, fsync too slow, log shut down).
     pub decisions_unlogged: AtomicU64,
+    /// Requests refused with 401 for a malformed, unknown, revoked or wrong credential (not for a
+    /// missing one).
+    pub auth_failures: AtomicU64,
+    /// Requests refused with 403: a valid credential without the scope the request needs.
+    pub auth_forbidden: AtomicU64,
 }
 
 impl Metrics {
@@ -65,6 +70,8 @@ pub struct AppState {
     /// The decision log, when `[decision_log] enabled = true`. `None` keeps the decision path to
     /// one check of this option.
     pub decision_log: Option<DecisionLog>,
+    /// Credential checks (see `auth`).
+    pub auth: crate::auth::Auth,
 }
 
 /// Refreshes `AppState::stale` every 100 ms until the node stops.

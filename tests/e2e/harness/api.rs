@@ -66,6 +66,7 @@ impl Resp {
 pub struct Api {
     client: reqwest::Client,
     base: String,
+    token: Option<String>,
 }
 
 impl Api {
@@ -79,12 +80,25 @@ impl Api {
         Api {
             client,
             base: base.to_owned(),
+            token: None,
+        }
+    }
+
+    /// The same API (same connection pool), sending `Authorization: Bearer <credential>`.
+    pub fn with_token(&self, credential: &str) -> Api {
+        Api {
+            token: Some(credential.to_owned()),
+            ..self.clone()
         }
     }
 
     /// A request to `path`, to be finished with headers and a body and passed to [`Api::send`].
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client.request(method, format!("{}{path}", self.base))
+        let rb = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
     }
 
     /// Sends a request; panics if there is no HTTP answer at all.

@@ -10,12 +10,15 @@ use axum::http::HeaderMap;
 use axum::http::HeaderValue;
 use axum::response::IntoResponse;
 use axum::response::Response;
+use axum::Extension;
 use serde_json::json;
 use serde_json::Value;
+use verdict_engine::credential::Need;
 use verdict_engine::entity::uid_from_parts;
 use verdict_engine::Command;
 use verdict_engine::Write;
 
+use crate::auth::Caller;
 use crate::body;
 use crate::error::ApiError;
 use crate::state::Shared;
@@ -139,6 +142,12 @@ pub async fn replace_policies(
                     "expected {\"policies\": {\"<id>\": \"<cedar>\", …}}, or send the Cedar text as text/plain",
                 ));
             };
+            too_many(
+                map.len(),
+                state.config.max_policies_per_write,
+                "policies",
+                "max_policies_per_write",
+            )?;
             let mut policies = Vec::with_capacity(map.len());
             for (id, text) in map {
                 let Value::String(text) = text else {
@@ -155,6 +164,12 @@ pub async fn replace_policies(
             let cedar = std::str::from_utf8(&raw).map_err(|_| {
                 ApiError::bad_request("invalid_content_type", "the body is not UTF-8 text")
             })?;
+            too_many(
+                verdict_engine::limits::count_statements(cedar),
+                state.config.max_policies_per_write,
+                "policies",
+                "max_policies_per_write",
+            )?;
             Ok(Command::ReplacePoliciesText {
                 cedar: cedar.to_string(),
             })
@@ -164,6 +179,28 @@ pub async fn replace_policies(
         Ok(c) => write(&state, &headers, c).await,
         Err(e) => e.into_response(),
     }
+}
+
+/// `413 too_many_items` when a write holds more than `limit` items.
+fn too_many(n: usize, limit: usize, what: &str, setting: &str) -> Result<(), ApiError> {
+    if n <= limit {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_items",
+        format!("the write holds {n} {what}; this node takes at most {limit} per write (`{setting}`): split it"),
+    ))
+}
+
+fn too_many_entities(state: &Shared, v: &Value) -> Result<(), ApiError> {
+    let n = v.as_array().map_or(0, Vec::len);
+    too_many(
+        n,
+        state.config.max_entities_per_write,
+        "entities",
+        "max_entities_per_write",
+    )
 }
 
 /// `PUT /v1/schema`: Cedar schema text, or the JSON schema format with `Content-Type: application/json`.
@@ -229,6 +266,7 @@ fn entity_array(
         ));
     }
     let v = body::json(&raw)?;
+    too_many_entities(state, &v)?;
     if !v.is_array() {
         return Err(ApiError::bad_request(
             "entity_invalid",
@@ -238,13 +276,44 @@ fn entity_array(
     Ok(String::from_utf8_lossy(&raw).into_owned())
 }
 
+/// `403` unless `caller` may write entities of every type in `types`.
+fn may_write_types<'a>(
+    caller: &Caller,
+    types: impl Iterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let mut distinct: Vec<&str> = types.collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    caller.require(Need::EntityTypes(&distinct))
+}
+
 /// `POST /v1/entities`: upsert.
 pub async fn upsert_entities(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match entity_array(&state, &headers, raw) {
+    let json = entity_array(&state, &headers, raw).and_then(|json| {
+        if let Caller::Credential(_) = caller {
+            // Entities whose uid does not parse are refused by the write itself.
+            let value: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+            let types: Vec<String> = value
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|i| i.get("uid").cloned())
+                        .filter_map(|u| cedar_policy::EntityUid::from_json(u).ok())
+                        .map(|u| u.type_name().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            may_write_types(&caller, types.iter().map(String::as_str))?;
+        }
+        Ok(json)
+    });
+    match json {
         Ok(json) => write(&state, &headers, Command::UpsertEntities { json }).await,
         Err(e) => e.into_response(),
     }
@@ -265,13 +334,17 @@ pub async fn replace_entities(
 /// `DELETE /v1/entities`: `[{"type": …, "id": …}, …]`.
 pub async fn delete_entities(
     State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Response {
     let command = (|| {
         let raw = admin_body(&state, raw)?;
         let v = body::json(&raw)?;
+        too_many_entities(&state, &v)?;
         let uids = verdict_engine::entity::parse_uids(&v)?;
+        let types: Vec<String> = uids.iter().map(|u| u.type_name().to_string()).collect();
+        may_write_types(&caller, types.iter().map(String::as_str))?;
         Ok::<_, ApiError>(Command::DeleteEntities {
             uids: uids
                 .iter()

@@ -111,6 +111,18 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         &[("", m.decisions_unlogged.load(Ordering::Relaxed))],
     );
     line(
+        "verdict_auth_failures_total",
+        "counter",
+        "Requests refused with 401 for a malformed, unknown, revoked or wrong credential.",
+        &[("", m.auth_failures.load(Ordering::Relaxed))],
+    );
+    line(
+        "verdict_auth_forbidden_total",
+        "counter",
+        "Requests refused with 403: a valid credential without the needed scope.",
+        &[("", m.auth_forbidden.load(Ordering::Relaxed))],
+    );
+    line(
         "verdict_apply_lag_entries",
         "gauge",
         "Committed log entries not yet applied here.",

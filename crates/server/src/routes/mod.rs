@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod credentials;
 pub mod decide;
 pub mod decision_log;
 pub mod health;

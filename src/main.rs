@@ -75,23 +75,56 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let out = cli.output;
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Bench(args) => bench::run(&cli.url, &args, out).await,
-        Command::Policy(cmd) => admin::policy(&client(&cli.url)?, cmd, out).await,
-        Command::Schema(cmd) => admin::schema(&client(&cli.url)?, cmd, out).await,
-        Command::Entity(cmd) => admin::entity(&client(&cli.url)?, cmd, out).await,
-        Command::Check(args) => check::run(&client(&cli.url)?, &args, out).await,
-        Command::Cluster(cmd) => cluster::run(&client(&cli.url)?, cmd, out).await,
-        Command::Watch(args) => cluster::watch(&client(&cli.url)?, &args).await,
+        Command::Policy(cmd) => {
+            admin::policy(&client(&cli.url, cli.ca_file.as_deref())?, cmd, out).await
+        }
+        Command::Schema(cmd) => {
+            admin::schema(&client(&cli.url, cli.ca_file.as_deref())?, cmd, out).await
+        }
+        Command::Entity(cmd) => {
+            admin::entity(&client(&cli.url, cli.ca_file.as_deref())?, cmd, out).await
+        }
+        Command::Check(args) => {
+            check::run(&client(&cli.url, cli.ca_file.as_deref())?, &args, out).await
+        }
+        Command::Cluster(cmd) => {
+            cluster::run(&client(&cli.url, cli.ca_file.as_deref())?, cmd, out).await
+        }
+        Command::Watch(args) => {
+            cluster::watch(&client(&cli.url, cli.ca_file.as_deref())?, &args).await
+        }
         Command::Proxy(args) => proxy::run(args).await,
-        Command::Keys(cmd) => tokens::keys(&client(&cli.url)?, cmd, out).await,
-        Command::Token(cmd) => tokens::token(&client(&cli.url)?, cmd, out).await,
-        Command::Revoke(args) => tokens::revoke(&client(&cli.url)?, args, out).await,
+        Command::Keys(cmd) => {
+            tokens::keys(&client(&cli.url, cli.ca_file.as_deref())?, cmd, out).await
+        }
+        Command::Token(cmd) => {
+            tokens::token(&client(&cli.url, cli.ca_file.as_deref())?, cmd, out).await
+        }
+        Command::Revoke(args) => {
+            tokens::revoke(&client(&cli.url, cli.ca_file.as_deref())?, args, out).await
+        }
     }
 }
 
-fn client(url: &str) -> anyhow::Result<verdict_client::Client> {
-    Ok(verdict_client::Client::new(url)?)
+/// The typed client for `--url`, trusting `--ca-file` (`VERDICT_CA_FILE`) as well when given.
+fn client(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<verdict_client::Client> {
+    let Some(path) = ca_file else {
+        return Ok(verdict_client::Client::new(url)?);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read --ca-file (VERDICT_CA_FILE) `{}`: {e}; give the PEM certificate of the CA that signed the node's certificate",
+            path.display()
+        )
+    })?;
+    verdict_client::Client::with_ca_pem(url, &pem).map_err(|e| {
+        anyhow::anyhow!(
+            "--ca-file (VERDICT_CA_FILE) `{}`: {e}; give the PEM certificate of the CA that signed the node's certificate",
+            path.display()
+        )
+    })
 }
 
 /// Prints `err` for a person and picks the exit code.
@@ -124,17 +157,24 @@ fn report(err: &anyhow::Error, url: &str) -> ExitCode {
             } else {
                 "cannot reach"
             };
-            eprintln!("error: {what} Verdict at {url}: {}", root_cause(source));
-            eprintln!(
-                "hint: is `verdict serve` running at {url}? set VERDICT_URL or --url to point elsewhere"
-            );
+            let cause = root_cause(source);
+            eprintln!("error: {what} Verdict at {url}: {cause}");
+            if cause.contains("certificate") {
+                eprintln!(
+                    "hint: to trust the CA that signed the node's certificate, set VERDICT_CA_FILE or --ca-file to its PEM file"
+                );
+            } else {
+                eprintln!(
+                    "hint: is `verdict serve` running at {url}? set VERDICT_URL or --url to point elsewhere"
+                );
+            }
             ExitCode::from(exit::UNREACHABLE)
         }
         Error::InvalidUrl { .. } => {
             eprintln!("error: {e}; set VERDICT_URL or --url to e.g. http://127.0.0.1:8080");
             ExitCode::from(exit::FAILURE)
         }
-        Error::Status { .. } | Error::Decode { .. } => {
+        Error::Status { .. } | Error::Decode { .. } | Error::InvalidCa { .. } => {
             eprintln!("error: {e}");
             ExitCode::from(exit::FAILURE)
         }

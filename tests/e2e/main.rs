@@ -15,5 +15,6 @@ mod examples;
 mod harness;
 mod idempotency;
 mod membership;
+mod tls;
 mod tokens;
 mod watch;

@@ -41,6 +41,10 @@ pub struct Cli {
     /// A file holding the API credential (when --token / VERDICT_TOKEN is not given).
     #[arg(long, global = true, env = "VERDICT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Extra CA certificate(s) (PEM) to trust for an `https://` --url, e.g. the CA of a cluster
+    /// with its own certificates (docs/operations.md, TLS).
+    #[arg(long, global = true, env = "VERDICT_CA_FILE", value_name = "FILE.pem")]
+    pub ca_file: Option<PathBuf>,
     /// Output format: `table` is for people, `json` prints the server's answers as JSON.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -62,7 +66,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node (defaults: one-member cluster, data in ./verdict-data, API on 127.0.0.1:8080).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage Cedar policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -244,6 +248,36 @@ pub struct ServeArgs {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// TLS on the listeners and between members (the config file's `[tls]` table).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// `verdict serve` TLS flags; each overrides the `[tls]` field of the same name. Certificate, key
+/// and CA files are re-read on SIGHUP.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsArgs {
+    /// PEM certificate chain of the API listener (with --tls-key-file: HTTPS only).
+    #[arg(long, value_name = "FILE.pem")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE.pem")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM certificate chain of the peer listener, also this node's client certificate towards
+    /// other members (with --tls-peer-key-file and --tls-peer-ca-file: peer traffic is HTTPS).
+    #[arg(long, value_name = "FILE.pem")]
+    pub tls_peer_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-peer-cert-file.
+    #[arg(long, value_name = "FILE.pem")]
+    pub tls_peer_key_file: Option<PathBuf>,
+    /// PEM certificate of the CA that signs every member's peer certificate.
+    #[arg(long, value_name = "FILE.pem")]
+    pub tls_peer_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by --tls-peer-ca-file on the peer listener (mutual
+    /// TLS, on top of the cluster secret).
+    #[arg(long)]
+    pub tls_peer_client_auth: bool,
 }
 
 /// `verdict cluster …`.

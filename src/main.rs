@@ -74,10 +74,18 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let out = cli.output;
-    let (url, token, token_file) = (cli.url.clone(), cli.token.clone(), cli.token_file.clone());
-    let connect = || client(&url, token.as_deref(), token_file.as_deref());
+    let (url, ca_file) = (cli.url.clone(), cli.ca_file.clone());
+    let (token, token_file) = (cli.token.clone(), cli.token_file.clone());
+    let connect = || {
+        client(
+            &url,
+            ca_file.as_deref(),
+            token.as_deref(),
+            token_file.as_deref(),
+        )
+    };
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Bench(args) => bench::run(&cli.url, &args, out).await,
         Command::Policy(cmd) => admin::policy(&connect()?, cmd, out).await,
         Command::Schema(cmd) => admin::schema(&connect()?, cmd, out).await,
@@ -93,12 +101,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The typed client for `--url`, trusting `--ca-file` (`VERDICT_CA_FILE`) as well when given, and
+/// sending the credential of `--token` / `--token-file` when given.
 fn client(
     url: &str,
+    ca_file: Option<&std::path::Path>,
     token: Option<&str>,
     token_file: Option<&std::path::Path>,
 ) -> anyhow::Result<verdict_client::Client> {
-    let client = verdict_client::Client::new(url)?;
+    let client = match ca_file {
+        None => verdict_client::Client::new(url)?,
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read --ca-file (VERDICT_CA_FILE) `{}`: {e}; give the PEM certificate of the CA that signed the node's certificate",
+                    path.display()
+                )
+            })?;
+            verdict_client::Client::with_ca_pem(url, &pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "--ca-file (VERDICT_CA_FILE) `{}`: {e}; give the PEM certificate of the CA that signed the node's certificate",
+                    path.display()
+                )
+            })?
+        }
+    };
     let token = match (token, token_file) {
         (Some(t), _) => Some(t.to_string()),
         (None, Some(path)) => Some(
@@ -151,17 +178,24 @@ fn report(err: &anyhow::Error, url: &str) -> ExitCode {
             } else {
                 "cannot reach"
             };
-            eprintln!("error: {what} Verdict at {url}: {}", root_cause(source));
-            eprintln!(
-                "hint: is `verdict serve` running at {url}? set VERDICT_URL or --url to point elsewhere"
-            );
+            let cause = root_cause(source);
+            eprintln!("error: {what} Verdict at {url}: {cause}");
+            if cause.contains("certificate") {
+                eprintln!(
+                    "hint: to trust the CA that signed the node's certificate, set VERDICT_CA_FILE or --ca-file to its PEM file"
+                );
+            } else {
+                eprintln!(
+                    "hint: is `verdict serve` running at {url}? set VERDICT_URL or --url to point elsewhere"
+                );
+            }
             ExitCode::from(exit::UNREACHABLE)
         }
         Error::InvalidUrl { .. } => {
             eprintln!("error: {e}; set VERDICT_URL or --url to e.g. http://127.0.0.1:8080");
             ExitCode::from(exit::FAILURE)
         }
-        Error::Status { .. } | Error::Decode { .. } => {
+        Error::Status { .. } | Error::Decode { .. } | Error::InvalidCa { .. } => {
             eprintln!("error: {e}");
             ExitCode::from(exit::FAILURE)
         }

@@ -79,7 +79,27 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(v) = args.keep_log_behind_snapshot {
         c.keep_log_behind_snapshot = v;
     }
+    tls_flags(&args.tls, &mut c.tls);
     Ok(c)
+}
+
+/// The `--tls-*` flags on top of the `[tls]` table.
+fn tls_flags(args: &crate::cli::TlsArgs, t: &mut verdict_server::tls::TlsConfig) {
+    let files = [
+        (&args.tls_cert_file, &mut t.cert_file),
+        (&args.tls_key_file, &mut t.key_file),
+        (&args.tls_peer_cert_file, &mut t.peer_cert_file),
+        (&args.tls_peer_key_file, &mut t.peer_key_file),
+        (&args.tls_peer_ca_file, &mut t.peer_ca_file),
+    ];
+    for (flag, field) in files {
+        if let Some(v) = flag {
+            *field = Some(v.clone());
+        }
+    }
+    if args.tls_peer_client_auth {
+        t.peer_client_auth = true;
+    }
 }
 
 fn init_logging(format: LogFormat) -> anyhow::Result<()> {
@@ -129,7 +149,7 @@ mod tests {
     fn serve_args(argv: &[&str]) -> ServeArgs {
         let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
         match cli.command {
-            crate::cli::Command::Serve(a) => a,
+            crate::cli::Command::Serve(a) => *a,
             other => panic!("not serve: {other:?}"),
         }
     }
@@ -153,9 +173,44 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_override_the_tls_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "[tls]\ncert_file = \"/a.pem\"\nkey_file = \"/a-key.pem\"\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let args = serve_args(&[
+            "verdict",
+            "serve",
+            "--config",
+            file,
+            "--tls-cert-file",
+            "/b.pem",
+            "--tls-peer-cert-file",
+            "/p.pem",
+            "--tls-peer-key-file",
+            "/p-key.pem",
+            "--tls-peer-ca-file",
+            "/ca.pem",
+            "--tls-peer-client-auth",
+        ]);
+        let t = config(&args).unwrap().tls;
+        assert_eq!(t.cert_file.as_deref(), Some(std::path::Path::new("/b.pem")));
+        assert_eq!(
+            t.key_file.as_deref(),
+            Some(std::path::Path::new("/a-key.pem"))
+        );
+        assert!(t.api_enabled() && t.peer_enabled() && t.peer_client_auth);
+    }
+
+    #[test]
     fn no_flags_is_the_default_config() {
         let c = config(&serve_args(&["verdict", "serve"])).unwrap();
         assert_eq!(c.node_id, Config::default().node_id);
         assert_eq!(c.listen, Config::default().listen);
+        assert_eq!(c.tls, Config::default().tls);
     }
 }

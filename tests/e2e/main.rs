@@ -16,5 +16,6 @@ mod harness;
 mod idempotency;
 mod membership;
 mod security;
+mod tls;
 mod tokens;
 mod watch;

@@ -34,6 +34,13 @@ const IF_MATCH: &str = "if-match";
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// Connects within 5 s and gives up on an answer after 60 s.
+fn default_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(60))
+}
+
 /// A handle on one Verdict node. Cheap to clone; clones share one connection pool.
 ///
 /// Every write takes `if_match` (fail with `precondition_failed` unless the resource is still at that
@@ -52,11 +59,27 @@ impl Client {
     /// Connects within 5 s and gives up on an answer after 60 s; use [`Client::with_http_client`]
     /// for other settings.
     pub fn new(base_url: &str) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(Error::Transport)?;
+        let http = default_builder().build().map_err(Error::Transport)?;
+        Self::with_http_client(base_url, http)
+    }
+
+    /// [`Client::new`] that also trusts the CA certificate(s) in `ca_pem` (PEM, one or more
+    /// `CERTIFICATE` blocks) for an `https://` node, e.g. a cluster with its own CA. The usual
+    /// web roots stay trusted.
+    pub fn with_ca_pem(base_url: &str, ca_pem: &[u8]) -> Result<Self> {
+        let invalid = |message: String| Error::InvalidCa { message };
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem)
+            .map_err(|e| invalid(format!("not a PEM certificate bundle: {e}")))?;
+        if certs.is_empty() {
+            return Err(invalid(
+                "no `-----BEGIN CERTIFICATE-----` block in it".to_owned(),
+            ));
+        }
+        let mut builder = default_builder();
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| invalid(e.to_string()))?;
         Self::with_http_client(base_url, http)
     }
 

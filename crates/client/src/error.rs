@@ -49,6 +49,12 @@ pub enum Error {
         /// Why decoding failed.
         message: String,
     },
+    /// The CA certificates given to [`crate::Client::with_ca_pem`] are not usable.
+    #[error("invalid CA certificate file: {message}")]
+    InvalidCa {
+        /// Why they cannot be used.
+        message: String,
+    },
     /// The base URL given to [`crate::Client::new`] is not usable.
     #[error("invalid base URL `{url}`: {message}")]
     InvalidUrl {
@@ -117,7 +123,7 @@ impl Error {
             | Error::Status { status, .. }
             | Error::Decode { status, .. } => Some(*status),
             Error::Transport(e) => e.status().map(|s| s.as_u16()),
-            Error::InvalidUrl { .. } => None,
+            Error::InvalidUrl { .. } | Error::InvalidCa { .. } => None,
         }
     }
 

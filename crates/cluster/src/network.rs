@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::io::Cursor;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::alias::SnapshotOf;
@@ -123,13 +124,37 @@ pub(crate) async fn while_leading<F: Future>(
     }
 }
 
+/// TLS for the connections this member opens to other members' peer listeners: `None` is plain
+/// HTTP. The config trusts the cluster's peer CA and presents this member's peer certificate; its
+/// certificate resolver and verifier may be swapped underneath (certificate reload), so clones of
+/// it made at start-up see reloaded files.
+pub type PeerTls = Option<Arc<rustls::ClientConfig>>;
+
+/// `https` when peer TLS is on, else `http`.
+fn scheme(tls: &PeerTls) -> &'static str {
+    if tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// One pooled HTTP client for traffic between members; `timeout` bounds a whole request.
-fn peer_http(purpose: &str, timeout: Option<Duration>) -> Result<reqwest::Client, io::Error> {
+fn peer_http(
+    purpose: &str,
+    timeout: Option<Duration>,
+    tls: &PeerTls,
+) -> Result<reqwest::Client, io::Error> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(60));
     if let Some(t) = timeout {
         builder = builder.timeout(t);
+    }
+    if let Some(config) = tls {
+        // Only the peer CA is trusted (not the web's roots), and the peer certificate goes out as
+        // the client certificate for listeners that require one.
+        builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(config));
     }
     builder
         .build()
@@ -142,13 +167,18 @@ fn peer_http(purpose: &str, timeout: Option<Duration>) -> Result<reqwest::Client
 pub struct Forwarder {
     http: reqwest::Client,
     secret: String,
+    scheme: &'static str,
 }
 
 impl Forwarder {
     /// A forwarder with its own pool.
-    pub fn new(secret: String) -> Result<Self, io::Error> {
-        let http = peer_http("forwarding", Some(Duration::from_secs(30)))?;
-        Ok(Self { http, secret })
+    pub fn new(secret: String, tls: &PeerTls) -> Result<Self, io::Error> {
+        let http = peer_http("forwarding", Some(Duration::from_secs(30)), tls)?;
+        Ok(Self {
+            http,
+            secret,
+            scheme: scheme(tls),
+        })
     }
 
     /// Sends one write to `peer_addr`; the receiver proposes it itself and never forwards again
@@ -160,7 +190,7 @@ impl Forwarder {
         };
         let resp = self
             .http
-            .post(format!("http://{peer_addr}/raft/client-write"))
+            .post(format!("{}://{peer_addr}/raft/client-write", self.scheme))
             .header(SECRET_HEADER, &self.secret)
             .body(body)
             .send()
@@ -196,7 +226,7 @@ impl Forwarder {
         let body = encode(req).map_err(|e| e.to_string())?;
         let resp = self
             .http
-            .post(format!("http://{peer_addr}/raft/{rpc}"))
+            .post(format!("{}://{peer_addr}/raft/{rpc}", self.scheme))
             .header(SECRET_HEADER, &self.secret)
             .timeout(timeout)
             .body(body)
@@ -243,14 +273,19 @@ impl Forwarder {
 pub struct PeerNetwork {
     http: reqwest::Client,
     secret: String,
+    scheme: &'static str,
 }
 
 impl PeerNetwork {
     /// A network with one pooled HTTP client for all peers.
-    pub fn new(secret: String) -> Result<Self, io::Error> {
+    pub fn new(secret: String, tls: &PeerTls) -> Result<Self, io::Error> {
         // Raft RPCs set their own per-call timeouts from openraft's options.
-        let http = peer_http("peer", None)?;
-        Ok(Self { http, secret })
+        let http = peer_http("peer", None, tls)?;
+        Ok(Self {
+            http,
+            secret,
+            scheme: scheme(tls),
+        })
     }
 }
 
@@ -261,7 +296,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerClient {
             http: self.http.clone(),
             secret: self.secret.clone(),
-            base: format!("http://{}/raft", node.peer_addr),
+            base: format!("{}://{}/raft", self.scheme, node.peer_addr),
             target,
         }
     }

@@ -54,6 +54,9 @@ pub struct NodeOptions {
     pub keep_log_behind_snapshot: u64,
     /// Readiness limits.
     pub limits: Limits,
+    /// TLS for connections to other members (Raft, forwarded writes, membership and status
+    /// calls); `None`: plain HTTP.
+    pub peer_tls: crate::network::PeerTls,
 }
 
 /// When a member stops calling itself ready.
@@ -194,7 +197,7 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let network = PeerNetwork::new(opts.cluster_secret.clone())?;
+        let network = PeerNetwork::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
         let raft = Raft::new(opts.node_id, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -224,7 +227,7 @@ impl Node {
             raft,
             published,
             id: opts.node_id,
-            forwarder: Forwarder::new(opts.cluster_secret.clone())?,
+            forwarder: Forwarder::new(opts.cluster_secret.clone(), &opts.peer_tls)?,
             limits: opts.limits,
             draining: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),

@@ -94,6 +94,13 @@ pub struct Config {
     /// Require a credential with the `decide` scope for decisions and token introspection.
     /// Unset: required when the API listens beyond loopback, open on a loopback-only node.
     pub decisions_require_credential: Option<bool>,
+    /// TLS, the `[tls]` table: `cert_file` and `key_file` put the API listener on HTTPS;
+    /// `peer_cert_file`, `peer_key_file` and `peer_ca_file` put all traffic between members on
+    /// HTTPS, and `peer_client_auth` makes the peer listener require client certificates signed
+    /// by `peer_ca_file` (mutual TLS, on top of the cluster secret). Unset: plain HTTP. Files are
+    /// re-read on SIGHUP. Every field is in crate::tls::TlsConfig and docs/operations.md.
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl Default for Config {
@@ -128,6 +135,7 @@ impl Default for Config {
             admin_secret_file: None,
             require_credentials: false,
             decisions_require_credential: None,
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -224,6 +232,37 @@ mod tests {
         assert_eq!(d.sinks.len(), 2);
         assert_eq!(d.validate(), Ok(()));
         assert!(Config::from_toml_str("[decision_log]\nenabeld = true").is_err());
+    }
+
+    #[test]
+    fn parses_a_tls_table_and_keeps_it_off_by_default() {
+        assert!(!Config::default().tls.api_enabled());
+        assert!(!Config::default().tls.peer_enabled());
+        let c = Config::from_toml_str(
+            r#"
+            [tls]
+            cert_file = "/etc/verdict/api.pem"
+            key_file = "/etc/verdict/api-key.pem"
+            peer_cert_file = "/etc/verdict/peer.pem"
+            peer_key_file = "/etc/verdict/peer-key.pem"
+            peer_ca_file = "/etc/verdict/ca.pem"
+            peer_client_auth = true
+            "#,
+        )
+        .unwrap();
+        assert!(c.tls.api_enabled() && c.tls.peer_enabled() && c.tls.peer_client_auth);
+        assert_eq!(c.tls.handshake_timeout_ms, 10_000);
+        assert!(c.tls.validate().is_ok());
+        assert!(Config::from_toml_str("[tls]\ncert_fiel = \"x\"").is_err());
+        let half = Config::from_toml_str("[tls]\ncert_file = \"x\"").unwrap();
+        let e = half.tls.validate().unwrap_err().to_string();
+        assert!(e.contains("tls.key_file"), "{e}");
+        let peer =
+            Config::from_toml_str("[tls]\npeer_cert_file = \"x\"\npeer_key_file = \"y\"").unwrap();
+        let e = peer.tls.validate().unwrap_err().to_string();
+        assert!(e.contains("missing: tls.peer_ca_file"), "{e}");
+        let auth = Config::from_toml_str("[tls]\npeer_client_auth = true").unwrap();
+        assert!(auth.tls.validate().is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod routes;
 pub mod state;
+pub mod tls;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -248,6 +249,9 @@ pub async fn run(
              `subject.properties.token` instead, or set decisions_require_credential = false"
         );
     }
+    // Certificates are checked before anything binds or starts: a bad file stops start-up with
+    // the setting to fix.
+    let tls = tls::Tls::load(&config.tls)?.map(Arc::new);
     let api_listener = TcpListener::bind(config.listen).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {} (API): {e}; pick another with --listen",
@@ -347,6 +351,7 @@ pub async fn run(
             max_lag: config.max_lag,
             max_leader_silence: Duration::from_millis(config.max_leader_silence_ms),
         },
+        peer_tls: tls.as_ref().and_then(|t| t.peer_client()),
     })
     .await
     .map_err(|e| {
@@ -386,24 +391,38 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let mut api_stop = stop_rx.clone();
-    let mut peer_stop = stop_rx.clone();
-    tracing::info!(api = %config.listen, peer = %config.peer_listen, data_dir = %config.data_dir.display(), "verdict node serving");
-    let api = axum::serve(api_listener, app).with_graceful_shutdown(async move {
-        let _ = api_stop.wait_for(|s| *s).await;
-    });
-    let peers = axum::serve(peer_listener, peer_app).with_graceful_shutdown(async move {
-        let _ = peer_stop.wait_for(|s| *s).await;
-    });
-    let (a, p) = tokio::join!(
-        std::future::IntoFuture::into_future(api),
-        std::future::IntoFuture::into_future(peers)
+    // Without `[tls]` no SIGHUP handler is installed: behaviour is as before TLS existed.
+    let reloader = match &tls {
+        Some(t) => Some(tls::reload_on_sighup(t.clone())?),
+        None => None,
+    };
+    let (api_tls, peer_tls) = match &tls {
+        Some(t) => (
+            t.api().map(|c| (c, t.handshake_timeout())),
+            t.peer_server().map(|c| (c, t.handshake_timeout())),
+        ),
+        None => (None, None),
+    };
+    tracing::info!(
+        api = %config.listen,
+        peer = %config.peer_listen,
+        api_tls = api_tls.is_some(),
+        peer_tls = peer_tls.is_some(),
+        peer_client_auth = peer_tls.is_some() && config.tls.peer_client_auth,
+        data_dir = %config.data_dir.display(),
+        "verdict node serving"
     );
+    let api = tls::serve(api_listener, app, api_tls, "API", stop_rx.clone());
+    let peers = tls::serve(peer_listener, peer_app, peer_tls, "peer", stop_rx.clone());
+    let (a, p) = tokio::join!(api, peers);
     // Shutdown order: listeners have stopped taking requests, so no decision is being answered;
     // write and fsync what the decision log still buffers (records unacknowledged by a sink stay
     // queued for the next start), then stop Raft (its storage flushes on every acknowledged
     // operation, so nothing acknowledged is left in memory).
     monitor.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     if let Some(log) = &decision_log {
         match tokio::time::timeout(Duration::from_secs(10), log.shutdown()).await {
             Ok(Ok(())) => {}

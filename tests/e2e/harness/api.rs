@@ -92,6 +92,21 @@ impl Api {
         }
     }
 
+    /// A client for an `https://` `base` that trusts the CA certificate(s) in `ca_pem`.
+    pub fn with_ca(base: &str, ca_pem: &[u8]) -> Api {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(5));
+        for cert in reqwest::Certificate::from_pem_bundle(ca_pem).expect("parse the CA PEM") {
+            builder = builder.add_root_certificate(cert);
+        }
+        Api {
+            client: builder.build().expect("build reqwest client"),
+            base: base.to_owned(),
+            token: None,
+        }
+    }
+
     /// A request to `path`, to be finished with headers and a body and passed to [`Api::send`].
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
         let rb = self.client.request(method, format!("{}{path}", self.base));

@@ -32,6 +32,8 @@ pub struct Member {
     args: Vec<String>,
     api: Api,
     stopped: bool,
+    /// With TLS on its API: the CA (PEM) its certificate chains to; the API is then `https://`.
+    tls_ca: Option<Vec<u8>>,
 }
 
 impl Member {
@@ -49,6 +51,7 @@ impl Member {
             child: None,
             args: Vec::new(),
             stopped: false,
+            tls_ca: None,
         }
     }
 
@@ -57,9 +60,21 @@ impl Member {
         &self.api
     }
 
-    /// `http://…` for the CLI.
+    /// `http://…` (`https://…` with TLS on its API) for the CLI.
     pub fn url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.api_addr)
+    }
+
+    fn new_api(&self) -> Api {
+        match &self.tls_ca {
+            Some(ca) => Api::with_ca(&self.url(), ca),
+            None => Api::new(&self.url()),
+        }
     }
 
     fn spawn(&mut self) {
@@ -85,7 +100,7 @@ impl Member {
             .expect("spawn verdict serve");
         self.child = Some(child);
         self.stopped = false;
-        self.api = Api::new(&self.url());
+        self.api = self.new_api();
     }
 
     fn signal(&self, sig: &str) {
@@ -96,6 +111,11 @@ impl Member {
                 .expect("run kill");
             assert!(status.success(), "kill {sig} node {}", self.id);
         }
+    }
+
+    /// SIGHUP: a node with TLS re-reads its certificates.
+    pub fn sighup(&self) {
+        self.signal("-HUP");
     }
 
     /// SIGKILL: no shutdown, no flush.
@@ -226,6 +246,27 @@ impl Cluster {
         for m in &mut members {
             m.args = vec!["--initial-cluster".into(), spec.clone()];
             m.args.extend(extra.iter().map(|s| s.to_string()));
+            m.spawn();
+        }
+        for m in &members {
+            m.wait_ready(Duration::from_secs(30)).await;
+        }
+        Cluster { members }
+    }
+
+    /// [`Cluster::start`] with TLS on every member's API: `args(id)` gives member `id`'s serve
+    /// flags (its own certificate files), and the harness trusts `ca_pem` for their APIs.
+    pub async fn start_tls(n: u64, ca_pem: &[u8], args: impl Fn(u64) -> Vec<String>) -> Cluster {
+        let mut members: Vec<Member> = (1..=n).map(Member::new).collect();
+        let spec = members
+            .iter()
+            .map(|m| format!("{}={}/{}", m.id, m.api_addr, m.peer_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.tls_ca = Some(ca_pem.to_vec());
+            m.args = vec!["--initial-cluster".into(), spec.clone()];
+            m.args.extend(args(m.id));
             m.spawn();
         }
         for m in &members {

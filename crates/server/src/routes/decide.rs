@@ -439,7 +439,12 @@ pub async fn well_known(State(state): State<Shared>, headers: HeaderMap) -> Resp
                 .clone()
                 .unwrap_or_else(|| state.config.listen.to_string())
         });
-    let base = format!("http://{host}");
+    let scheme = if state.config.tls.api_enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://{host}");
     Json(json!({
         "policy_decision_point": base,
         "access_evaluation_endpoint": format!("{base}/access/v1/evaluation"),

@@ -29,7 +29,8 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     pub url: String,
-    /// The API credential (`<id>.<secret>`) sent as `Authorization: Bearer` (client commands).
+    /// The API credential (`<id>.<secret>`) sent as `Authorization: Bearer` (client commands and
+    /// `bench`).
     #[arg(
         long,
         global = true,

@@ -86,7 +86,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
-        Command::Bench(args) => bench::run(&cli.url, &args, out).await,
+        Command::Bench(args) => {
+            let credential = credential(token.as_deref(), token_file.as_deref())?;
+            bench::run(&cli.url, credential.as_deref(), &args, out).await
+        }
         Command::Policy(cmd) => admin::policy(&connect()?, cmd, out).await,
         Command::Schema(cmd) => admin::schema(&connect()?, cmd, out).await,
         Command::Entity(cmd) => admin::entity(&connect()?, cmd, out).await,
@@ -99,6 +102,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Revoke(args) => tokens::revoke(&connect()?, args, out).await,
         Command::Credential(cmd) => tokens::credential(&connect()?, cmd, out).await,
     }
+}
+
+/// The credential of `--token` (`VERDICT_TOKEN`), else the content of `--token-file`
+/// (`VERDICT_TOKEN_FILE`), if either is given.
+fn credential(
+    token: Option<&str>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    Ok(match (token, token_file) {
+        (Some(t), _) => Some(t.to_string()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot read the credential file {}: {e}; set VERDICT_TOKEN_FILE or \
+                         --token-file to a file holding `<id>.<secret>`",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    })
 }
 
 /// The typed client for `--url`, trusting `--ca-file` (`VERDICT_CA_FILE`) as well when given, and
@@ -126,23 +153,7 @@ fn client(
             })?
         }
     };
-    let token = match (token, token_file) {
-        (Some(t), _) => Some(t.to_string()),
-        (None, Some(path)) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot read the credential file {}: {e}; set VERDICT_TOKEN_FILE or \
-                         --token-file to a file holding `<id>.<secret>`",
-                        path.display()
-                    )
-                })?
-                .trim()
-                .to_string(),
-        ),
-        (None, None) => None,
-    };
-    Ok(match token {
+    Ok(match credential(token, token_file)? {
         Some(t) => client.with_token(&t),
         None => client,
     })

@@ -91,7 +91,12 @@ pub enum WriteKind {
 }
 
 /// Runs the load and prints the report.
-pub async fn run(url: &str, args: &BenchArgs, out: Output) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    url: &str,
+    credential: Option<&str>,
+    args: &BenchArgs,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
@@ -172,9 +177,16 @@ pub async fn run(url: &str, args: &BenchArgs, out: Output) -> anyhow::Result<Exi
         );
     }
     let record_from = Instant::now() + args.warmup;
+    let authorization = credential
+        .map(|c| HeaderValue::from_str(&format!("Bearer {}", c.trim())))
+        .transpose()
+        .map_err(|_| {
+            anyhow::anyhow!("the credential (VERDICT_TOKEN) holds characters a header cannot")
+        })?;
     let plan = Arc::new(worker::Plan {
         addr,
         host,
+        authorization,
         kind,
         schedule,
         write_seq: AtomicU64::new(0),

@@ -42,6 +42,8 @@ pub struct Plan {
     pub addr: SocketAddr,
     /// `Host` header value.
     pub host: HeaderValue,
+    /// `Authorization: Bearer <credential>` for every request, when a credential was given.
+    pub authorization: Option<HeaderValue>,
     /// What is sent: decisions (POST JSON to one path) or writes (PUT Cedar text, a path each).
     pub kind: Kind,
     /// `(request target, body)` in send order.
@@ -274,6 +276,9 @@ fn request(plan: &Plan, path: Uri, body: Bytes) -> Request<Full<Bytes>> {
     let headers = req.headers_mut();
     headers.insert(HOST, plan.host.clone());
     headers.insert(CONTENT_TYPE, content_type);
+    if let Some(a) = &plan.authorization {
+        headers.insert(hyper::header::AUTHORIZATION, a.clone());
+    }
     req
 }
 

@@ -221,6 +221,38 @@ async fn every_admin_endpoint_needs_a_credential_with_its_scope() {
             .unwrap_or(0);
         assert!(n > 0, "{counter} not counted:\n{metrics}");
     }
+    // `verdict bench` sends the credential too (decisions need `decide` on this node).
+    let mix_dir = TempDir::with_prefix("verdict-e2e-mix-").expect("mix dir");
+    let mix = mix_dir.path().join("mix.json");
+    std::fs::write(&mix, json!([request]).to_string()).expect("write mix");
+    let mix = mix.display().to_string();
+    let bench = [
+        "bench",
+        "--mix",
+        mix.as_str(),
+        "--requests",
+        "40",
+        "--connections",
+        "2",
+    ];
+    let out = cli_at(
+        &node.url(),
+        &[&["--token", by_scope["decide"].as_str()], &bench[..]].concat(),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("40 ok"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli_at(&node.url(), &bench).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("40 non-200"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The secret never appears in the node's log.
     assert!(
         !node.log_tail(100_000).contains(SECRET),

@@ -265,6 +265,9 @@ async fn delegated_writers_stay_within_their_prefix_or_entity_type() {
     let (_dir, path) = secret_file();
     let node = Node::start_with_config(&format!("admin_secret_file = {path:?}\n")).await;
     let api = node.api().clone();
+    // With a bootstrap secret configured the node is closed from its first request, also before
+    // the bootstrap credential is applied (a loopback node was open for that moment once).
+    assert_problem(&api.get("/v1/policies").await, 401, "unauthorized");
     wait_bootstrapped(&api).await;
     let (tenant, _) = create(&api, "tenant-a admins", &["policy:write:tenant-a/", "read"]).await;
     let (agent, _) = create(&api, "host agent", &["entity:write:Host"]).await;

@@ -119,12 +119,14 @@ enum RouteNeed {
 }
 
 impl Auth {
-    /// The settings for a node whose API listens on `listen`.
-    pub fn new(config: &crate::config::Config) -> Self {
+    /// The settings for a node with `config`; `bootstrapping`: a bootstrap admin secret is
+    /// configured, so admin endpoints are closed from the first request, before the credential
+    /// it creates is applied (they would otherwise be open for that moment on a loopback node).
+    pub fn new(config: &crate::config::Config, bootstrapping: bool) -> Self {
         use rand::Rng;
         let beyond_loopback = !config.listen.ip().is_loopback();
         Self {
-            admin_required: config.require_credentials || beyond_loopback,
+            admin_required: config.require_credentials || beyond_loopback || bootstrapping,
             decisions_required: config
                 .decisions_require_credential
                 .unwrap_or(beyond_loopback),
@@ -188,8 +190,9 @@ impl Auth {
         };
         if table.is_empty() {
             return Err(unauthorized(
-                "no credentials exist on this cluster yet: start a node with `--admin-secret-file` \
-                 (or VERDICT_ADMIN_SECRET) to create the bootstrap admin credential `admin`",
+                "no credentials exist on this cluster yet: a configured bootstrap admin is created \
+                 as soon as the cluster commits a write (retry shortly); otherwise start a node \
+                 with `--admin-secret-file` (or VERDICT_ADMIN_SECRET) to create it",
             ));
         }
         let refuse = |id: &str, why: &str| {

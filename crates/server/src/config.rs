@@ -85,7 +85,8 @@ pub struct Config {
     /// A file holding the bootstrap admin secret (at least 16 characters). At first start the
     /// cluster creates the credential `admin` (scope `admin`) from it, presented as
     /// `admin.<secret>`; later starts ignore it. The `VERDICT_ADMIN_SECRET` environment variable
-    /// is read when this is unset. There is no default secret.
+    /// is read when this is unset. There is no default secret. With a secret configured, admin
+    /// endpoints require credentials from the first request.
     pub admin_secret_file: Option<PathBuf>,
     /// Require credentials on admin endpoints even before any exists (they are required anyway
     /// once one exists, or when the API listens beyond loopback). Until the bootstrap admin

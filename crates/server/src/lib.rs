@@ -242,7 +242,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let admin_secret = auth::bootstrap_secret(&config)?;
-    if config.decision_bearer_tokens && auth::Auth::new(&config).decisions_required() {
+    if config.decision_bearer_tokens && auth::Auth::new(&config, false).decisions_required() {
         anyhow::bail!(
             "decision_bearer_tokens takes the subject's token from `Authorization`, where this node \
              also needs the caller's `decide` credential; pass tokens in \
@@ -370,7 +370,7 @@ pub async fn run(
         watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers.max(1))),
         stopping: stop_rx.clone(),
         decision_log: decision_log.clone(),
-        auth: auth::Auth::new(&config),
+        auth: auth::Auth::new(&config, admin_secret.is_some()),
     });
     if let Some(secret) = admin_secret {
         tokio::spawn(auth::bootstrap(state.clone(), secret));

@@ -201,6 +201,9 @@ pub struct ServeArgs {
     /// Raft peer listener.
     #[arg(long, value_name = "ADDR")]
     pub peer_listen: Option<SocketAddr>,
+    /// An extra plain-HTTP listener for /livez, /readyz and /metrics only.
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
     /// This node's Raft id.
     #[arg(long, value_name = "N")]
     pub node_id: Option<u64>,

@@ -40,6 +40,9 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(v) = args.peer_listen {
         c.peer_listen = v;
     }
+    if let Some(v) = args.health_listen {
+        c.health_listen = Some(v);
+    }
     if let Some(v) = args.node_id {
         c.node_id = v;
     }

@@ -106,12 +106,21 @@ impl Endpoint {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_endpoint_needs_a_credential_with_its_scope() {
     let (_dir, path) = secret_file();
+    let health = format!("127.0.0.1:{}", crate::harness::unique_port());
     let node = Node::start_with_config(&format!(
-        "admin_secret_file = {path:?}\ndecisions_require_credential = true\n"
+        "admin_secret_file = {path:?}\ndecisions_require_credential = true\nhealth_listen = {health:?}\n"
     ))
     .await;
     let api = node.api().clone();
     wait_bootstrapped(&api).await;
+    // The separate health listener answers probes and scrapers without credentials, and nothing
+    // else.
+    let probes = Api::new(&format!("http://{health}"));
+    for path in ["/livez", "/readyz", "/metrics"] {
+        let r = probes.get(path).await;
+        assert_eq!(r.status, 200, "health listener {path}: {}", r.text);
+    }
+    assert_eq!(probes.get("/v1/policies").await.status, 404);
 
     let scopes = [
         "read",

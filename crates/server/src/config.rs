@@ -18,6 +18,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Internal listener for Raft RPCs between nodes.
     pub peer_listen: SocketAddr,
+    /// An extra plain-HTTP listener for `/livez`, `/readyz` and `/metrics` only (e.g. on a
+    /// management network, for probes and scrapers, while the API uses TLS and credentials). The
+    /// API listener keeps serving them too. Unset: none.
+    pub health_listen: Option<SocketAddr>,
     /// Address other nodes and forwarded writes use to reach this node's API; defaults to `listen`.
     pub advertise_api: Option<String>,
     /// Address other nodes use to reach this node's peer listener; defaults to `peer_listen`.
@@ -111,6 +115,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./verdict-data"),
             listen: default_listen(),
             peer_listen: default_peer_listen(),
+            health_listen: None,
             advertise_api: None,
             advertise_peer: None,
             max_decision_body: 1024 * 1024,

@@ -264,6 +264,14 @@ pub async fn run(
             config.peer_listen
         )
     })?;
+    let health_listener = match config.health_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {addr} (health): {e}; pick another with --health-listen"
+            )
+        })?),
+        None => None,
+    };
     // Opened before Raft so that a bad `[decision_log]` table stops start-up before anything else
     // runs; the queue recovers (cuts a torn tail) here.
     let decision_log = if config.decision_log.enabled {
@@ -385,6 +393,11 @@ pub async fn run(
         });
     // Freshness is re-checked in the background so the decision path reads one flag.
     let monitor = tokio::spawn(state::watch_freshness(state.clone()));
+    let health_app = Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state.clone());
     let app = api_router(state);
 
     tokio::spawn(async move {
@@ -414,7 +427,18 @@ pub async fn run(
     );
     let api = tls::serve(api_listener, app, api_tls, "API", stop_rx.clone());
     let peers = tls::serve(peer_listener, peer_app, peer_tls, "peer", stop_rx.clone());
-    let (a, p) = tokio::join!(api, peers);
+    // Health and metrics on their own address too, when configured: plain HTTP for probes and
+    // scrapers on a management network, never behind credentials or `max_in_flight`.
+    let health = async {
+        match health_listener {
+            Some(l) => {
+                tracing::info!(health = %config.health_listen.map(|a| a.to_string()).unwrap_or_default(), "health and metrics listener");
+                tls::serve(l, health_app, None, "health", stop_rx.clone()).await
+            }
+            None => Ok(()),
+        }
+    };
+    let (a, p, h) = tokio::join!(api, peers, health);
     // Shutdown order: listeners have stopped taking requests, so no decision is being answered;
     // write and fsync what the decision log still buffers (records unacknowledged by a sink stay
     // queued for the next start), then stop Raft (its storage flushes on every acknowledged
@@ -433,6 +457,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await;
     a?;
     p?;
+    h?;
     Ok(())
 }
 

@@ -288,12 +288,11 @@ fn route_need(method: &Method, matched: &str, path: &str) -> Option<(Class, Rout
 /// Middleware (as a route layer, so the matched path is known): authenticates the caller,
 /// checks the route's scope, and leaves the [`Caller`] in the request's extensions.
 pub async fn authorize(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
-    let matched = req
+    let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_default();
-    let Some((class, need)) = route_need(req.method(), &matched, req.uri().path()) else {
+        .and_then(|m| route_need(req.method(), m.as_str(), req.uri().path()));
+    let Some((class, need)) = route else {
         return next.run(req).await;
     };
     let caller = match state.auth.caller(&state, req.headers(), class).await {

@@ -66,18 +66,25 @@ pub fn json(body: &[u8]) -> Result<Value, ApiError> {
             "the request body is empty; send a JSON object",
         ));
     }
-    if let Some(at) = verdict_engine::limits::nesting_exceeds(body) {
-        return Err(ApiError::bad_request(
+    shallow(body)?;
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })
+}
+
+/// `400 invalid_json` when a JSON body nests deeper than the engine's limit (checked before
+/// parsing: the conversions into Cedar values recurse per level).
+pub fn shallow(body: &[u8]) -> Result<(), ApiError> {
+    match verdict_engine::limits::nesting_exceeds(body) {
+        None => Ok(()),
+        Some(at) => Err(ApiError::bad_request(
             "invalid_json",
             format!(
                 "the body nests JSON more than {} levels deep (at byte {at}); flatten it",
                 verdict_engine::limits::MAX_NESTING
             ),
-        ));
+        )),
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
-    })
 }
 
 /// Reads a body as UTF-8 text.

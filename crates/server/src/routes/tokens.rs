@@ -101,15 +101,7 @@ struct IssueBody {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(raw: &[u8], shape: &str) -> Result<T, ApiError> {
-    if verdict_engine::limits::nesting_exceeds(raw).is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_json",
-            format!(
-                "the body nests JSON more than {} levels deep; flatten it",
-                verdict_engine::limits::MAX_NESTING
-            ),
-        ));
-    }
+    body::shallow(raw)?;
     serde_json::from_slice(raw).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body must be {shape}: {e}"))
     })

@@ -286,18 +286,54 @@ fn route_need(method: &Method, matched: &str, path: &str) -> Option<(Class, Rout
 }
 
 /// Middleware (as a route layer, so the matched path is known): authenticates the caller,
-/// checks the route's scope, and leaves the [`Caller`] in the request's extensions.
-pub async fn authorize(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+/// checks the route's scope, and leaves the [`Caller`] in the request's extensions where a
+/// handler reads it back. For long-lived routes (the watch stream).
+pub async fn authorize(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    match admit(&state, req).await {
+        Ok(req) => next.run(req).await,
+        Err(refused) => refused,
+    }
+}
+
+/// [`authorize`], then the request (reading its body included) gets `request_timeout_ms`, else
+/// `408 request_timeout` and its in-flight slot is freed. One layer for both: each layer costs
+/// every decision a boxed future.
+pub async fn authorize_within_time(
+    State(state): State<Shared>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let req = match admit(&state, req).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
+    let limit = Duration::from_millis(state.config.request_timeout_ms.max(1));
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request took longer than {} ms (`request_timeout_ms`), reading its body \
+                 included; send it faster or raise the limit",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+async fn admit(state: &Shared, mut req: Request) -> Result<Request, Response> {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .and_then(|m| route_need(req.method(), m.as_str(), req.uri().path()));
     let Some((class, need)) = route else {
-        return next.run(req).await;
+        return Ok(req);
     };
-    let caller = match state.auth.caller(&state, req.headers(), class).await {
+    let caller = match state.auth.caller(state, req.headers(), class).await {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(e) => return Err(e.into_response()),
     };
     let checked = match &need {
         RouteNeed::Admin => caller.require(Need::Admin),
@@ -312,13 +348,13 @@ pub async fn authorize(State(state): State<Shared>, mut req: Request, next: Next
     };
     if let Err(e) = checked {
         Metrics::inc(&state.metrics.auth_forbidden);
-        return e.into_response();
+        return Err(e.into_response());
     }
     // Only entity writes read the caller back (for their body's types).
     if need == RouteNeed::EntitiesInBody {
         req.extensions_mut().insert(caller);
     }
-    next.run(req).await
+    Ok(req)
 }
 
 /// Reads the bootstrap admin secret: `admin_secret_file` if set, else the `VERDICT_ADMIN_SECRET`

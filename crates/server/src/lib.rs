@@ -104,28 +104,6 @@ async fn limit_in_flight(
     }
 }
 
-/// Answers `408 request_timeout` when a request (reading its body included) takes longer than
-/// `request_timeout_ms`, freeing its in-flight slot.
-async fn time_limit(
-    axum::extract::State(limit): axum::extract::State<Duration>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::new(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!(
-                "the request took longer than {} ms (`request_timeout_ms`), reading its body \
-                 included; send it faster or raise the limit",
-                limit.as_millis()
-            ),
-        )
-        .into_response(),
-    }
-}
-
 /// The public API router.
 pub fn api_router(state: Shared) -> Router {
     let permits = Arc::new(tokio::sync::Semaphore::new(
@@ -191,14 +169,12 @@ pub fn api_router(state: Shared) -> Router {
             axum::routing::delete(credentials::revoke),
         )
         .layer(DefaultBodyLimit::max(state.config.max_admin_body));
-    let authorized = axum::middleware::from_fn_with_state(state.clone(), auth::authorize);
     // Credentials are checked inside the in-flight limit: a slow verification holds a slot.
     let limited = decisions
         .merge(admin)
-        .route_layer(authorized.clone())
         .route_layer(axum::middleware::from_fn_with_state(
-            Duration::from_millis(state.config.request_timeout_ms.max(1)),
-            time_limit,
+            state.clone(),
+            auth::authorize_within_time,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             permits,
@@ -206,7 +182,10 @@ pub fn api_router(state: Shared) -> Router {
         ));
     let watch = Router::new()
         .route("/v1/watch", get(watch::watch))
-        .route_layer(authorized);
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ));
     Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))

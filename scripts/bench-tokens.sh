@@ -7,6 +7,9 @@
 # Usage: cargo build --release && scripts/bench-tokens.sh   (a few minutes)
 # CONTROL=1 skips loading the events: the two benches then differ only in their order.
 # PERF=FILE records a flat perf profile of the node during the second bench.
+# SPLIT=1 also benches the same decisions without a token (subject given directly) before and after
+# loading, then restarts the node from its data and benches both again: if plain decisions drop as
+# much as token ones, the drop is not the token path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VERDICT_BIN:-./target/release/verdict}
@@ -45,13 +48,22 @@ for i in range(36):
                 "action": {"name": "read"},
                 "resource": {"type": "Volume", "id": f"v{i}", "properties": {"project": f"proj-{i % 6}"}}})
 json.dump(mix, open(f"{work}/mix.json", "w"))
+plain = []
+for i in range(36):
+    plain.append({"subject": {"type": "User", "id": f"user-{i}", "properties": {"scope": f"proj-{i % 6}"}},
+                  "action": {"name": "read"},
+                  "resource": {"type": "Volume", "id": f"v{i}", "properties": {"project": f"proj-{i % 6}"}}})
+json.dump(plain, open(f"{work}/plain.json", "w"))
 PY
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$PID/status"; }
 bench() { $BIN bench --mix "$WORK/mix.json" --connections 32 --duration 10s --warmup 2s; }
+plainbench() { $BIN bench --mix "$WORK/plain.json" --connections 32 --duration 10s --warmup 2s; }
+rate() { sed -n 's/^throughput *\([0-9]*\) req\/s.*/\1/p' "$@"; }
 
 echo "== no revocation events stored (node RSS $(rss) KiB)"
 bench | tee "$WORK/none.out"
+[ -n "${SPLIT:-}" ] && plainbench >"$WORK/plain-none.out"
 
 echo "== loading 1,000,000 revocation events (100 writes of 10,000)"
 before=$(rss)
@@ -91,6 +103,20 @@ if [ -n "${PERF:-}" ]; then
 fi
 bench | tee "$WORK/full.out"
 
-none=$(sed -n 's/^throughput *\([0-9]*\) req\/s.*/\1/p' "$WORK/none.out")
-full=$(sed -n 's/^throughput *\([0-9]*\) req\/s.*/\1/p' "$WORK/full.out")
+none=$(rate "$WORK/none.out")
+full=$(rate "$WORK/full.out")
 awk "BEGIN {printf \"== decisions with tokens: none %d/s, 1M revocations %d/s, ratio %.3f (target ≥ 0.95)\n\", $none, $full, $full / $none}"
+
+if [ -n "${SPLIT:-}" ]; then
+  plainbench >"$WORK/plain-full.out"
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+  $BIN serve --data-dir "$WORK/data" --listen $API --peer-listen 127.0.0.1:39581 >"$WORK/node2.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 600); do curl -sf "$VERDICT_URL/readyz" >/dev/null && break; sleep 0.1; done
+  echo "== restarted from its data (node RSS $(rss) KiB)"
+  bench >"$WORK/restarted.out"
+  plainbench >"$WORK/plain-restarted.out"
+  p0=$(rate "$WORK/plain-none.out"); p1=$(rate "$WORK/plain-full.out")
+  t2=$(rate "$WORK/restarted.out"); p2=$(rate "$WORK/plain-restarted.out")
+  awk "BEGIN {printf \"== split: plain none %d/s, 1M %d/s, ratio %.3f; restarted: token %.3f, plain %.3f of none\n\", $p0, $p1, $p1 / $p0, $t2 / $none, $p2 / $p0}"
+fi

@@ -1,14 +1,21 @@
 //! Verdict's replication layer: openraft over sled, publishing the engine's snapshots.
 //!
-//! Layout:
-//! - [`types`]: the openraft type configuration (log payload, response, member addresses).
+//! Layout, in dependency order (each module imports only modules listed before it):
+//! - [`types`]: the openraft type configuration (log payload, response, member addresses) and the
+//!   other values members send each other.
 //! - [`codec`]: format-version-prefixed bincode for everything persisted or sent.
 //! - [`log_store`]: the Raft log, vote and committed index on sled, flushed before acknowledging.
+//! - [`history`]: what changed at each recent version, for the watch stream.
 //! - [`state_machine`]: applies committed entries to the engine, publishes snapshots (arc-swap),
 //!   writes snapshot files.
-//! - [`history`]: what changed at each recent version, for the watch stream.
-//! - [`network`]: peer RPCs over HTTP, client and server halves.
-//! - [`node`]: start-up, bootstrap and the small API the server uses; openraft stays inside.
+//! - [`network`]: the peer transport's client half: Raft RPCs over HTTP, peer TLS.
+//! - [`write`]: the write path: proposing on the leader (giving up when deposed), forwarding from
+//!   a follower, and the client for the other member-to-member calls.
+//! - `membership`: membership changes and leader transfer, checked against Verdict's rules.
+//! - [`node`]: start-up, bootstrap, readiness and the small API the server uses; openraft stays
+//!   inside.
+//! - [`peer_service`]: the peer transport's server half, which the server crate mounts on the peer
+//!   listener.
 #![deny(missing_docs)]
 #![cfg_attr(
     not(test),
@@ -19,21 +26,25 @@ pub mod codec;
 mod flusher;
 pub mod history;
 pub mod log_store;
+mod membership;
 pub mod network;
 pub mod node;
+pub mod peer_service;
 pub mod state_machine;
 pub mod types;
+pub mod write;
 
 pub use history::ChangeEvent;
 pub use history::Since;
 pub use node::Bootstrap;
 pub use node::Limits;
-pub use node::MembershipError;
 pub use node::Node;
 pub use node::NodeOptions;
 pub use node::Status;
-pub use node::WriteError;
+pub use peer_service::PeerService;
 pub use state_machine::Published;
+pub use types::MembershipError;
 pub use types::MembershipOp;
 pub use types::NodeInfo;
 pub use types::NodeReport;
+pub use write::WriteError;

@@ -12,27 +12,25 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use openraft::error::ClientWriteError;
-use openraft::error::RaftError;
-use openraft::ChangeMembers;
 use openraft::SnapshotPolicy;
-use serde::Deserialize;
-use serde::Serialize;
 use verdict_engine::Outcome;
 use verdict_engine::Write;
 
 use crate::log_store::LogStore;
-use crate::network::ForwardedWrite;
-use crate::network::Forwarder;
+use crate::membership::members;
+use crate::membership::Membership;
 use crate::network::PeerNetwork;
-use crate::network::PeerService;
 use crate::state_machine::Published;
+use crate::state_machine::Raft;
 use crate::state_machine::StateMachine;
+use crate::types::MembershipError;
 use crate::types::MembershipOp;
 use crate::types::NodeId;
 use crate::types::NodeInfo;
 use crate::types::NodeReport;
-use crate::types::Raft;
+use crate::write::Forwarder;
+use crate::write::WriteError;
+use crate::write::Writer;
 
 /// How to start a member.
 #[derive(Debug, Clone)]
@@ -79,24 +77,6 @@ pub enum Bootstrap {
     Join,
 }
 
-/// Why a write did not commit.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// This member is not the leader; the leader, if known, can take the write.
-    #[error("not the leader")]
-    NotLeader {
-        /// The leader's id and addresses, if known.
-        leader: Option<(NodeId, NodeInfo)>,
-    },
-    /// The write could not be committed now (no quorum, shutting down); retry later.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// The write was proposed and leadership changed before it committed: it may or may not be
-    /// applied. Retrying with the same idempotency key is safe.
-    #[error("outcome unknown: {0}")]
-    Unknown(String),
-}
-
 /// Errors starting a member.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -131,28 +111,16 @@ pub struct Status {
     pub running: Result<(), String>,
 }
 
-/// Why a membership change or leader transfer was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum MembershipError {
-    /// The request cannot work as asked (unknown or reused id, empty voter set, …); the text says
-    /// what to change.
-    #[error("{0}")]
-    Invalid(String),
-    /// Another membership change is still in progress; retry when it finishes.
-    #[error("{0}")]
-    Conflict(String),
-    /// No leader could take it now; retry shortly.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
 /// A running member.
 #[derive(Clone)]
 pub struct Node {
     raft: Raft,
     published: Arc<Published>,
     id: NodeId,
+    /// Asks other members for their reports (cluster status).
     forwarder: Forwarder,
+    writer: Writer,
+    membership: Membership,
     limits: Limits,
     draining: Arc<AtomicBool>,
     started: Instant,
@@ -161,9 +129,6 @@ pub struct Node {
     /// The committed index found in storage at start: not ready before it is applied again.
     recover_to: u64,
 }
-
-/// How many times a write follows a changing leader before giving up.
-const FORWARD_ATTEMPTS: usize = 3;
 
 impl Node {
     /// Opens storage and starts Raft. In single-node mode, initialises the cluster on first start.
@@ -223,11 +188,19 @@ impl Node {
                 );
             }
         }
+        let forwarder = Forwarder::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
         Ok(Self {
+            writer: Writer::new(
+                raft.clone(),
+                forwarder.clone(),
+                published.clone(),
+                opts.node_id,
+            ),
+            membership: Membership::new(raft.clone(), published.clone(), forwarder.clone()),
             raft,
             published,
             id: opts.node_id,
-            forwarder: Forwarder::new(opts.cluster_secret.clone(), &opts.peer_tls)?,
+            forwarder,
             limits: opts.limits,
             draining: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
@@ -246,14 +219,14 @@ impl Node {
         &self.published
     }
 
-    /// The handler for peer RPCs, to mount on the peer listener.
-    pub fn peer_service(&self) -> PeerService {
-        PeerService::new(self.clone())
-    }
-
     /// The local Raft handle (for the peer service).
     pub(crate) fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Membership changes through this member (for the peer service).
+    pub(crate) fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     /// Records that a leader reached this member just now.
@@ -267,40 +240,10 @@ impl Node {
         self.started.elapsed().saturating_sub(at)
     }
 
-    /// Runs a membership change, giving up (outcome unknown) if this member stops leading first;
-    /// openraft would keep it pending on a deposed leader.
-    async fn leading<F: std::future::Future>(
-        &self,
-        change: F,
-    ) -> Result<F::Output, MembershipError> {
-        crate::network::while_leading(&self.raft, change)
-            .await
-            .map_err(MembershipError::Unavailable)
-    }
-
-    /// Node ids that were members once and are members neither of the effective nor of the
-    /// committed membership: never accepted again. Until the change that removes a node commits,
-    /// that node may still be the leader replicating it (a leader removing itself), and refusing
-    /// its traffic then would leave the change uncommitted until an election.
+    /// Node ids that were members once and are no longer: never accepted again (see
+    /// [`Membership::removed_ids`]).
     pub fn removed_ids(&self) -> BTreeSet<NodeId> {
-        use openraft::async_runtime::WatchReceiver;
-        let mut current: BTreeSet<NodeId> =
-            self.status().members.iter().map(|(id, _, _)| *id).collect();
-        let server = self.raft.server_metrics();
-        current.extend(
-            server
-                .borrow_watched()
-                .committed_membership_config
-                .membership()
-                .nodes()
-                .map(|(id, _)| *id),
-        );
-        self.published
-            .members_seen()
-            .iter()
-            .filter(|id| !current.contains(id))
-            .copied()
-            .collect()
+        self.membership.removed_ids()
     }
 
     /// Marks this member as draining: not ready from now on, so load balancers stop sending to it.
@@ -418,151 +361,7 @@ impl Node {
     /// Runs a membership change on the leader (forwarding from a follower or learner) and answers
     /// the log index of the new configuration.
     pub async fn change_membership(&self, op: MembershipOp) -> Result<u64, MembershipError> {
-        let mut last = String::from("no leader is known");
-        for attempt in 0..FORWARD_ATTEMPTS {
-            let Some((leader, info)) = self.leader() else {
-                tokio::time::sleep(Duration::from_millis(200 * (attempt as u64 + 1))).await;
-                continue;
-            };
-            if leader == self.id {
-                match self.change_membership_here(op.clone()).await {
-                    Err(MembershipError::Unavailable(m)) => last = m,
-                    other => return other,
-                }
-            } else {
-                match self.forwarder.membership(&info.peer_addr, &op).await {
-                    Err(MembershipError::Unavailable(m)) => last = m,
-                    other => return other,
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200 * (attempt as u64 + 1))).await;
-        }
-        Err(MembershipError::Unavailable(last))
-    }
-
-    /// Runs a membership change on this member, which must be the leader.
-    pub(crate) async fn change_membership_here(
-        &self,
-        op: MembershipOp,
-    ) -> Result<u64, MembershipError> {
-        let status = self.status();
-        if !status.is_leader {
-            return Err(MembershipError::Unavailable(
-                "this node is no longer the leader".into(),
-            ));
-        }
-        let voters: BTreeSet<NodeId> = status
-            .members
-            .iter()
-            .filter(|(_, _, v)| *v)
-            .map(|(id, _, _)| *id)
-            .collect();
-        let members: BTreeSet<NodeId> = status.members.iter().map(|(id, _, _)| *id).collect();
-        let seen = self.published.members_seen();
-        let result = match op {
-            MembershipOp::AddLearner { id, info } => {
-                if members.contains(&id) {
-                    return Err(MembershipError::Invalid(format!(
-                        "node {id} is already a member; use a new id for a new node"
-                    )));
-                }
-                if seen.contains(&id) {
-                    return Err(MembershipError::Invalid(format!(
-                        "node id {id} belonged to a node that was removed; ids are never reused: give the new node a new id and an empty data directory"
-                    )));
-                }
-                if info.api_addr.is_empty() || info.peer_addr.is_empty() {
-                    return Err(MembershipError::Invalid(
-                        "`api_addr` and `peer_addr` are required (host:port)".into(),
-                    ));
-                }
-                self.leading(self.raft.add_learner(id, info, false)).await?
-            }
-            MembershipOp::SetVoters { ids } => {
-                let wanted: BTreeSet<NodeId> = ids.into_iter().collect();
-                if wanted.is_empty() {
-                    return Err(MembershipError::Invalid(
-                        "`ids` must name at least one voter".into(),
-                    ));
-                }
-                if let Some(unknown) = wanted.iter().find(|id| !members.contains(id)) {
-                    return Err(MembershipError::Invalid(format!(
-                        "node {unknown} is not a member; add it as a learner first (POST /v1/cluster/learners)"
-                    )));
-                }
-                if wanted == voters {
-                    return Ok(status.last_log_index);
-                }
-                self.leading(self.raft.change_membership(wanted, false))
-                    .await?
-            }
-            MembershipOp::Remove { id } => {
-                if !members.contains(&id) {
-                    return Err(MembershipError::Invalid(format!(
-                        "node {id} is not a member of this cluster"
-                    )));
-                }
-                if voters.contains(&id) {
-                    if voters.len() == 1 {
-                        return Err(MembershipError::Invalid(format!(
-                            "node {id} is the only voter; promote another node first"
-                        )));
-                    }
-                    let rest: BTreeSet<NodeId> =
-                        voters.iter().filter(|v| **v != id).copied().collect();
-                    self.leading(self.raft.change_membership(rest, false))
-                        .await?
-                } else {
-                    self.leading(
-                        self.raft.change_membership(
-                            ChangeMembers::RemoveNodes(BTreeSet::from([id])),
-                            false,
-                        ),
-                    )
-                    .await?
-                }
-            }
-            MembershipOp::TransferLeader { to } => {
-                if !voters.contains(&to) {
-                    return Err(MembershipError::Invalid(format!(
-                        "node {to} is not a voter; only voters can lead"
-                    )));
-                }
-                if to == self.id {
-                    return Ok(status.last_log_index);
-                }
-                if let Err(e) = self.raft.trigger().transfer_leader(to).await {
-                    return Err(MembershipError::Unavailable(e.to_string()));
-                }
-                // Answer once `to` leads (as this member sees it), so a caller that reads the
-                // leader next sees the new one; openraft only starts the hand-over.
-                use openraft::async_runtime::WatchReceiver;
-                let mut server = self.raft.server_metrics();
-                let moved = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    server.wait_until(|m| m.current_leader == Some(to)),
-                )
-                .await;
-                return match moved {
-                    Ok(Ok(_)) => Ok(self.status().last_log_index),
-                    _ => Err(MembershipError::Unavailable(format!(
-                        "node {to} did not take over within 5 s (it may be behind the leader's \
-                         log); check `verdict cluster status` and retry"
-                    ))),
-                };
-            }
-        };
-        match result {
-            Ok(resp) => {
-                tracing::info!(index = resp.log_id.index, "membership changed");
-                Ok(resp.log_id.index)
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(MembershipError::Conflict(e.to_string()))
-            }
-            Err(RaftError::APIError(e)) => Err(MembershipError::Unavailable(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(MembershipError::Unavailable(e.to_string())),
-        }
+        self.membership.change(op).await
     }
 
     fn metrics(&self) -> openraft::RaftMetrics<crate::types::TypeConfig> {
@@ -576,58 +375,7 @@ impl Node {
     /// attempts while the leader changes); the answer is the leader's version, and this node waits
     /// (bounded) until it has applied that version too, so a client can read its write here at once.
     pub async fn write(&self, write: Write) -> Result<(u64, Outcome), WriteError> {
-        let mut leader = match crate::network::propose(&self.raft, write.clone()).await {
-            ForwardedWrite::Done(version, outcome) => return Ok((version, outcome)),
-            ForwardedWrite::NotLeader(leader) => leader,
-            ForwardedWrite::Unavailable(m) => return Err(WriteError::Unavailable(m)),
-            ForwardedWrite::Unknown(m) => return Err(WriteError::Unknown(m)),
-        };
-        for attempt in 0..FORWARD_ATTEMPTS {
-            let Some((id, info)) = leader.clone() else {
-                return Err(WriteError::NotLeader { leader: None });
-            };
-            if id == self.id {
-                return Err(WriteError::NotLeader { leader: None });
-            }
-            match self.forwarder.forward(&info.peer_addr, &write).await {
-                ForwardedWrite::Done(version, outcome) => {
-                    let mut rx = self.published.subscribe();
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        rx.wait_for(|v| *v >= version),
-                    )
-                    .await;
-                    return Ok((version, outcome));
-                }
-                ForwardedWrite::NotLeader(next) => leader = next,
-                // With an idempotency key a second proposal is applied at most once; without one
-                // it could apply the write twice, so the client is told and decides.
-                ForwardedWrite::Unknown(m)
-                    if write.idempotency_key.is_none() || attempt + 1 == FORWARD_ATTEMPTS =>
-                {
-                    return Err(WriteError::Unknown(m))
-                }
-                ForwardedWrite::Unavailable(m) if attempt + 1 == FORWARD_ATTEMPTS => {
-                    return Err(WriteError::Unavailable(m))
-                }
-                ForwardedWrite::Unavailable(_) | ForwardedWrite::Unknown(_) => {
-                    tokio::time::sleep(Duration::from_millis(100 * (attempt as u64 + 1))).await;
-                    leader = self.leader();
-                }
-            }
-        }
-        Err(WriteError::NotLeader { leader })
-    }
-
-    /// The leader this node currently knows, with its addresses.
-    fn leader(&self) -> Option<(NodeId, NodeInfo)> {
-        let status = self.status();
-        let id = status.leader?;
-        status
-            .members
-            .into_iter()
-            .find(|(m, _, _)| *m == id)
-            .map(|(m, info, _)| (m, info))
+        self.writer.write(write).await
     }
 
     /// Waits up to `timeout` for this member to know a leader and to have applied everything it
@@ -661,12 +409,7 @@ impl Node {
     pub fn status(&self) -> Status {
         let m = self.metrics();
         let applied = self.published.load().version();
-        let membership = m.membership_config.membership();
-        let voters: Vec<NodeId> = membership.voter_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(id, info)| (*id, info.clone(), voters.contains(id)))
-            .collect();
+        let members = members(&m);
         Status {
             id: m.id,
             term: m.current_term,

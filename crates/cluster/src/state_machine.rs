@@ -179,6 +179,9 @@ fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, io::Error> {
     }
 }
 
+/// The Raft handle over this state machine.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
 /// The openraft state machine over the engine.
 pub struct StateMachine {
     published: Arc<Published>,

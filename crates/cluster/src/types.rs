@@ -48,8 +48,6 @@ openraft::declare_raft_types!(
 
 /// Node id type.
 pub type NodeId = u64;
-/// The Raft handle type.
-pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
 
 /// A membership change, run on the leader (a follower forwards it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +74,22 @@ pub enum MembershipOp {
         /// The voter to lead.
         to: NodeId,
     },
+}
+
+/// Why a membership change or leader transfer was refused. Travels back to a member that
+/// forwarded the change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum MembershipError {
+    /// The request cannot work as asked (unknown or reused id, empty voter set, …); the text says
+    /// what to change.
+    #[error("{0}")]
+    Invalid(String),
+    /// Another membership change is still in progress; retry when it finishes.
+    #[error("{0}")]
+    Conflict(String),
+    /// No leader could take it now; retry shortly.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What one member reports about itself to the others (for cluster status).

@@ -366,7 +366,7 @@ pub async fn run(
         .route("/raft/{rpc}", post(peer::rpc))
         .layer(DefaultBodyLimit::max(512 * 1024 * 1024))
         .with_state(peer::PeerState {
-            service: node.peer_service(),
+            service: verdict_cluster::PeerService::new(node.clone()),
             secret: Arc::new(secret),
             state: state.clone(),
         });

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use subtle::ConstantTimeEq;
-use verdict_cluster::network::PeerService;
 use verdict_cluster::network::SECRET_HEADER;
+use verdict_cluster::PeerService;
 
 /// State of the peer listener.
 #[derive(Clone)]

@@ -1,0 +1,114 @@
+//! The server half of the peer transport: turns a peer RPC's request bytes into response bytes for
+//! the local member. The server crate mounts it on the peer listener behind the cluster secret.
+//! Raft's own RPCs go to openraft; the rest (forwarded writes, membership changes, status) to the
+//! member's write path, membership and report.
+
+use std::io;
+use std::io::Cursor;
+
+use openraft::alias::SnapshotOf;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::VoteRequest;
+
+use crate::codec::decode;
+use crate::codec::encode;
+use crate::network::SnapshotWire;
+use crate::node::Node;
+use crate::state_machine::Raft;
+use crate::types::MembershipOp;
+use crate::types::NodeId;
+use crate::types::TypeConfig;
+use crate::write::propose;
+
+/// Serves peer RPCs for one local Raft node.
+#[derive(Clone)]
+pub struct PeerService {
+    node: Node,
+    raft: Raft,
+}
+
+impl PeerService {
+    /// Wraps the local member.
+    pub fn new(node: Node) -> Self {
+        let raft = node.raft().clone();
+        Self { node, raft }
+    }
+
+    /// Refuses Raft traffic from a node that was removed: it must not disturb the cluster with old
+    /// data (its elections would raise terms), and it learns why from the answer.
+    fn refuse_removed(&self, from: NodeId) -> Result<(), io::Error> {
+        if self.node.removed_ids().contains(&from) {
+            tracing::warn!(from, "refused a Raft RPC from a removed node");
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("node {from} was removed from this cluster; wipe its data directory and join with a new id"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Handles one RPC: `path` is the last URL segment, `body` the encoded request; the answer is an
+    /// encoded `Result<response, String>`. `Err` means the request itself was undecodable or refused.
+    pub async fn handle(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, io::Error> {
+        match path {
+            "append" => {
+                let req: AppendEntriesRequest<TypeConfig> = decode(body)?;
+                self.refuse_removed(req.vote.leader_id().node_id)?;
+                let answer = self.raft.append_entries(req).await;
+                if answer.is_ok() {
+                    self.node.leader_contact();
+                }
+                encode(&answer.map_err(|e| e.to_string()))
+            }
+            "vote" => {
+                let req: VoteRequest<TypeConfig> = decode(body)?;
+                self.refuse_removed(req.vote.leader_id().node_id)?;
+                encode(&self.raft.vote(req).await.map_err(|e| e.to_string()))
+            }
+            "membership" => {
+                let op: MembershipOp = decode(body)?;
+                encode(&self.node.membership().change_here(op).await)
+            }
+            "status" => encode(&self.node.report()),
+            "snapshot" => {
+                let wire: SnapshotWire = decode(body)?;
+                let snapshot = SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
+                    meta: wire.meta,
+                    snapshot: Cursor::new(wire.data),
+                };
+                encode(
+                    &self
+                        .raft
+                        .install_full_snapshot(wire.vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            "transfer-leader" => {
+                let req: TransferLeaderRequest<TypeConfig> = decode(body)?;
+                encode(
+                    &self
+                        .raft
+                        .handle_transfer_leader(req)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            "client-write" => {
+                let mut write: verdict_engine::Write = decode(body)?;
+                // The leader stamps time: the follower's clock never enters the log.
+                write.stamped_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .unwrap_or(0);
+                let answer = propose(&self.raft, write).await;
+                encode(&answer)
+            }
+            other => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no peer RPC `{other}`"),
+            )),
+        }
+    }
+}

@@ -3,9 +3,12 @@
 //! Layout, in dependency order (each module imports only modules listed before it):
 //! - [`types`]: the openraft type configuration (log payload, response, member addresses) and the
 //!   other values members send each other.
-//! - [`codec`]: format-version-prefixed bincode for everything persisted or sent.
+//! - [`codec`]: the format number in front of everything persisted or sent, per kind of value;
+//!   what this release writes is chosen in one place ([`codec::WRITE`]).
 //! - [`log_store`]: the Raft log, vote and committed index on sled, flushed before acknowledging.
 //! - [`history`]: what changed at each recent version, for the watch stream.
+//! - `snapshot_file`: the content of snapshot files and transfers by format, and the one rule that
+//!   tells apart the layouts older releases wrote under format 1.
 //! - [`state_machine`]: applies committed entries to the engine, publishes snapshots (arc-swap),
 //!   writes snapshot files.
 //! - [`network`]: the peer transport's client half: Raft RPCs over HTTP, peer TLS.
@@ -30,6 +33,7 @@ mod membership;
 pub mod network;
 pub mod node;
 pub mod peer_service;
+mod snapshot_file;
 pub mod state_machine;
 pub mod types;
 pub mod write;

@@ -35,6 +35,7 @@ use openraft::RaftLogReader;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::codec::Kind;
 use crate::flusher::Flusher;
 use crate::types::TypeConfig;
 
@@ -215,13 +216,15 @@ impl LogStore {
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {
         match self.meta.get(key).map_err(io_err)? {
-            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            Some(bytes) => Ok(Some(decode(Kind::RaftMeta, &bytes)?)),
             None => Ok(None),
         }
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), io::Error> {
-        self.meta.insert(key, encode(value)?).map_err(io_err)?;
+        self.meta
+            .insert(key, encode(Kind::RaftMeta, value)?)
+            .map_err(io_err)?;
         Ok(())
     }
 
@@ -268,7 +271,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 if !range.contains(&index) {
                     return Ok(out);
                 }
-                out.push(decode::<EntryOf<TypeConfig>>(&v)?);
+                out.push(decode::<EntryOf<TypeConfig>>(Kind::LogEntry, &v)?);
             }
         }
         Ok(out)
@@ -287,7 +290,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut last_entry = None;
         for tree in self.segments.read()?.values().rev() {
             if let Some((_, v)) = tree.last().map_err(io_err)? {
-                last_entry = Some(decode::<EntryOf<TypeConfig>>(&v)?.log_id());
+                last_entry = Some(decode::<EntryOf<TypeConfig>>(Kind::LogEntry, &v)?.log_id());
                 break;
             }
         }
@@ -339,7 +342,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries = entries
             .into_iter()
-            .map(|e| Ok((e.index(), encode(&e)?)))
+            .map(|e| Ok((e.index(), encode(Kind::LogEntry, &e)?)))
             .collect::<Result<Vec<_>, io::Error>>()?;
         // Written (readable) before returning, as openraft requires; durable only when the flush
         // below completes, and only then is the callback told so. Appends are amortised: one flush
@@ -400,7 +403,7 @@ mod tests {
         let mut entries = Vec::new();
         for i in indexes {
             let entry = EntryOf::<TypeConfig>::new_blank(log_id::<TypeConfig>(1, 1, i));
-            entries.push((i, encode(&entry)?));
+            entries.push((i, encode(Kind::LogEntry, &entry)?));
         }
         store.segments.insert(entries)?;
         Ok(())
@@ -497,7 +500,7 @@ mod tests {
         let legacy = db.open_tree(LEGACY_LOG_TREE)?;
         for i in 1..=50u64 {
             let entry = EntryOf::<TypeConfig>::new_blank(log_id::<TypeConfig>(1, 1, i));
-            legacy.insert(key(i), encode(&entry)?)?;
+            legacy.insert(key(i), encode(Kind::LogEntry, &entry)?)?;
         }
         drop(legacy);
         let mut store = LogStore::open_with_segment_len(db.clone(), 16)?;

@@ -34,6 +34,7 @@ use serde::Serialize;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::codec::Kind;
 use crate::types::NodeId;
 use crate::types::NodeInfo;
 use crate::types::TypeConfig;
@@ -140,7 +141,8 @@ impl PeerClient {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body =
+            encode(Kind::PeerMessage, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let resp = self
             .http
             .post(format!("{}/{path}", self.base))
@@ -169,8 +171,8 @@ impl PeerClient {
             ));
             return Err(RPCError::Network(NetworkError::new(&msg)));
         }
-        let result: WireResult<Resp> =
-            decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: WireResult<Resp> = decode(Kind::PeerMessage, &bytes)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|m| RPCError::Network(NetworkError::new(&Msg(m))))
     }
 }

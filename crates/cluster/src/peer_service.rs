@@ -10,9 +10,12 @@ use openraft::alias::SnapshotOf;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::TransferLeaderRequest;
 use openraft::raft::VoteRequest;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::codec::Kind;
 use crate::network::SnapshotWire;
 use crate::node::Node;
 use crate::state_machine::Raft;
@@ -53,31 +56,31 @@ impl PeerService {
     pub async fn handle(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, io::Error> {
         match path {
             "append" => {
-                let req: AppendEntriesRequest<TypeConfig> = decode(body)?;
+                let req: AppendEntriesRequest<TypeConfig> = request(body)?;
                 self.refuse_removed(req.vote.leader_id().node_id)?;
                 let answer = self.raft.append_entries(req).await;
                 if answer.is_ok() {
                     self.node.leader_contact();
                 }
-                encode(&answer.map_err(|e| e.to_string()))
+                reply(&answer.map_err(|e| e.to_string()))
             }
             "vote" => {
-                let req: VoteRequest<TypeConfig> = decode(body)?;
+                let req: VoteRequest<TypeConfig> = request(body)?;
                 self.refuse_removed(req.vote.leader_id().node_id)?;
-                encode(&self.raft.vote(req).await.map_err(|e| e.to_string()))
+                reply(&self.raft.vote(req).await.map_err(|e| e.to_string()))
             }
             "membership" => {
-                let op: MembershipOp = decode(body)?;
-                encode(&self.node.membership().change_here(op).await)
+                let op: MembershipOp = request(body)?;
+                reply(&self.node.membership().change_here(op).await)
             }
-            "status" => encode(&self.node.report()),
+            "status" => reply(&self.node.report()),
             "snapshot" => {
-                let wire: SnapshotWire = decode(body)?;
+                let wire: SnapshotWire = request(body)?;
                 let snapshot = SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
                     meta: wire.meta,
                     snapshot: Cursor::new(wire.data),
                 };
-                encode(
+                reply(
                     &self
                         .raft
                         .install_full_snapshot(wire.vote, snapshot)
@@ -86,8 +89,8 @@ impl PeerService {
                 )
             }
             "transfer-leader" => {
-                let req: TransferLeaderRequest<TypeConfig> = decode(body)?;
-                encode(
+                let req: TransferLeaderRequest<TypeConfig> = request(body)?;
+                reply(
                     &self
                         .raft
                         .handle_transfer_leader(req)
@@ -96,14 +99,14 @@ impl PeerService {
                 )
             }
             "client-write" => {
-                let mut write: verdict_engine::Write = decode(body)?;
+                let mut write: verdict_engine::Write = request(body)?;
                 // The leader stamps time: the follower's clock never enters the log.
                 write.stamped_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                     .unwrap_or(0);
                 let answer = propose(&self.raft, write).await;
-                encode(&answer)
+                reply(&answer)
             }
             other => Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -111,4 +114,14 @@ impl PeerService {
             )),
         }
     }
+}
+
+/// Decodes a peer RPC's request body.
+fn request<T: DeserializeOwned>(body: &[u8]) -> Result<T, io::Error> {
+    decode(Kind::PeerMessage, body)
+}
+
+/// Encodes a peer RPC's answer.
+fn reply<T: Serialize>(value: &T) -> Result<Vec<u8>, io::Error> {
+    encode(Kind::PeerMessage, value)
 }

@@ -28,20 +28,17 @@ use openraft::storage::RaftStateMachine;
 use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
-use serde::Deserialize;
-use serde::Serialize;
 use tokio::sync::watch;
-use verdict_engine::persist::PersistedState;
-use verdict_engine::persist::PersistedStateV1;
-use verdict_engine::persist::PersistedStateV2;
 use verdict_engine::Outcome;
 use verdict_engine::Snapshot;
 
-use crate::codec::decode;
-use crate::codec::encode;
 use crate::history::ChangeEvent;
 use crate::history::History;
 use crate::history::Since;
+use crate::snapshot_file::decode_file;
+use crate::snapshot_file::decode_to_written_format;
+use crate::snapshot_file::encode_file;
+use crate::snapshot_file::SnapshotFile;
 use crate::types::NodeId;
 use crate::types::Response;
 use crate::types::TypeConfig;
@@ -132,53 +129,6 @@ impl Published {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    meta: SnapshotMetaOf<TypeConfig>,
-    state: PersistedState,
-    /// Every node id ever a member up to this snapshot: removed ids are never accepted again.
-    members_seen: BTreeSet<NodeId>,
-}
-
-/// A snapshot file of a release before credentials (its state has no credential part).
-#[derive(Deserialize)]
-struct SnapshotFileV2 {
-    meta: SnapshotMetaOf<TypeConfig>,
-    state: PersistedStateV2,
-    members_seen: BTreeSet<NodeId>,
-}
-
-/// A snapshot file of a release before tokens (its state has no token part).
-#[derive(Deserialize)]
-struct SnapshotFileV1 {
-    meta: SnapshotMetaOf<TypeConfig>,
-    state: PersistedStateV1,
-    members_seen: BTreeSet<NodeId>,
-}
-
-/// Reads a snapshot file or transfer, of this release or the two before (before credentials, before
-/// tokens).
-fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotFile, io::Error> {
-    match decode::<SnapshotFile>(bytes) {
-        Ok(file) => Ok(file),
-        Err(current) => match decode::<SnapshotFileV2>(bytes) {
-            Ok(v2) => Ok(SnapshotFile {
-                meta: v2.meta,
-                state: v2.state.into(),
-                members_seen: v2.members_seen,
-            }),
-            Err(_) => match decode::<SnapshotFileV1>(bytes) {
-                Ok(v1) => Ok(SnapshotFile {
-                    meta: v1.meta,
-                    state: v1.state.into(),
-                    members_seen: v1.members_seen,
-                }),
-                Err(_) => Err(current),
-            },
-        },
-    }
-}
-
 /// The Raft handle over this state machine.
 pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
 
@@ -202,7 +152,7 @@ impl StateMachine {
         };
         if let Some(path) = newest_snapshot(dir)? {
             let bytes = fs::read(&path)?;
-            let file = decode_snapshot(&bytes)?;
+            let file = decode_file(&bytes).map_err(|e| in_file(&path, e))?;
             let snapshot = Snapshot::from_persisted(&file.state).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -221,6 +171,25 @@ impl StateMachine {
     pub fn published(&self) -> Arc<Published> {
         self.published.clone()
     }
+}
+
+/// `e` with the path of the snapshot file it came from, for the operator; a format error stays
+/// findable inside it ([`crate::codec::FormatError::of`]).
+fn in_file(path: &Path, e: io::Error) -> io::Error {
+    #[derive(Debug, thiserror::Error)]
+    #[error("snapshot file {path}: {source}")]
+    struct InFile {
+        path: String,
+        source: io::Error,
+    }
+    let kind = e.kind();
+    io::Error::new(
+        kind,
+        InFile {
+            path: path.display().to_string(),
+            source: e,
+        },
+    )
 }
 
 fn snapshot_name(index: u64) -> String {
@@ -297,7 +266,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
                 state: snapshot.to_persisted(),
                 members_seen: (*members_seen).clone(),
             };
-            let bytes = encode(&file)?;
+            let bytes = encode_file(&file)?;
             let index = file_meta.last_log_id.map(|l| l.index()).unwrap_or(0);
             write_snapshot_file(&dir, &snapshot_name(index), &bytes)?;
             Ok(bytes)
@@ -394,7 +363,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.dir.clone();
         let index = meta.last_log_id.map(|l| l.index()).unwrap_or(0);
         let (restored, seen) = tokio::task::spawn_blocking(move || -> Result<_, io::Error> {
-            let file = decode_snapshot(&bytes)?;
+            let (file, bytes) = decode_to_written_format(bytes)?;
             let snap = Snapshot::from_persisted(&file.state).map_err(|e| {
                 io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {e}"))
             })?;
@@ -421,128 +390,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(path) = newest_snapshot(&self.dir)? else {
             return Ok(None);
         };
-        let bytes = fs::read(&path)?;
-        let file = decode_snapshot(&bytes)?;
+        let (file, bytes) =
+            decode_to_written_format(fs::read(&path)?).map_err(|e| in_file(&path, e))?;
         Ok(Some(SnapshotOf::<TypeConfig, Self::SnapshotData> {
             meta: file.meta,
             snapshot: Cursor::new(bytes),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::encode;
-
-    /// The layout a release before tokens wrote.
-    #[derive(Serialize)]
-    struct OldFile {
-        meta: SnapshotMetaOf<TypeConfig>,
-        state: PersistedStateV1,
-        members_seen: BTreeSet<NodeId>,
-    }
-
-    #[test]
-    fn snapshot_files_written_before_tokens_still_load() -> Result<(), Box<dyn std::error::Error>> {
-        let old = OldFile {
-            meta: SnapshotMetaOf::<TypeConfig>::default(),
-            state: PersistedStateV1 {
-                version: 42,
-                policies: vec![("p".into(), "permit(principal, action, resource);".into(), 7)],
-                policies_version: 7,
-                ..Default::default()
-            },
-            members_seen: (1..=9).collect(),
-        };
-        let file = decode_snapshot(&encode(&old)?)?;
-        assert_eq!(file.state.version, 42);
-        assert_eq!(file.state.policies.len(), 1);
-        assert!(file.state.tokens.keys.is_empty());
-        assert_eq!(file.members_seen.len(), 9);
-        // And today's layout reads as itself.
-        let now = SnapshotFile {
-            meta: SnapshotMetaOf::<TypeConfig>::default(),
-            state: file.state.clone(),
-            members_seen: file.members_seen.clone(),
-        };
-        let again = decode_snapshot(&encode(&now)?)?;
-        assert_eq!(again.state, file.state);
-        Ok(())
-    }
-
-    /// The layout a release before credentials wrote.
-    #[derive(Serialize)]
-    struct V2File {
-        meta: SnapshotMetaOf<TypeConfig>,
-        state: PersistedStateV2,
-        members_seen: BTreeSet<NodeId>,
-    }
-
-    #[test]
-    fn snapshot_files_written_before_credentials_still_load(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        // No members seen is the layout most likely to be misread: nothing follows the state.
-        for members_seen in [BTreeSet::new(), (1..=3).collect()] {
-            let old = V2File {
-                meta: SnapshotMetaOf::<TypeConfig>::default(),
-                state: PersistedStateV2 {
-                    version: 9,
-                    idempotency: vec![("k".into(), 3, 1_000)],
-                    ..Default::default()
-                },
-                members_seen: members_seen.clone(),
-            };
-            let file = decode_snapshot(&encode(&old)?)?;
-            assert_eq!(file.state.version, 9);
-            assert_eq!(file.state.idempotency.len(), 1);
-            assert!(file.state.credentials.credentials.is_empty());
-            assert_eq!(file.members_seen, members_seen);
-        }
-        Ok(())
-    }
-
-    /// Everything a token write puts in the log or a snapshot must survive bincode (which cannot
-    /// read self-describing serde shapes such as internally tagged enums).
-    #[test]
-    fn token_writes_and_state_survive_the_log_encoding() -> Result<(), Box<dyn std::error::Error>> {
-        use verdict_engine::command::KeyMaterial;
-        use verdict_engine::keyring::RotationPolicy;
-        use verdict_engine::revocation::Selector;
-        use verdict_engine::Command;
-        use verdict_engine::Write;
-        let writes = [
-            Command::RotateKeys {
-                material: KeyMaterial([1; 32]),
-                first_primary: Some(KeyMaterial([2; 32])),
-                policy: RotationPolicy::default(),
-            },
-            Command::Revoke {
-                events: vec![(
-                    Selector::SubjectScope {
-                        sub: "alice".into(),
-                        scope: "p".into(),
-                    },
-                    None,
-                )],
-            },
-        ];
-        let mut snap = Snapshot::empty();
-        for (i, command) in writes.into_iter().enumerate() {
-            let write = Write {
-                command,
-                if_match: None,
-                idempotency_key: None,
-                stamped_ms: 1_000,
-            };
-            let back: Write = decode(&encode(&write)?)?;
-            assert_eq!(back, write);
-            assert_eq!(snap.apply_in_place(i as u64 + 1, &back), Outcome::Applied);
-        }
-        let state = snap.to_persisted();
-        assert_eq!(state.tokens.revocations.marks.len(), 1);
-        let back: PersistedState = decode(&encode(&state)?)?;
-        assert_eq!(back, state);
-        Ok(())
     }
 }

@@ -19,6 +19,7 @@ use verdict_engine::Write;
 
 use crate::codec::decode;
 use crate::codec::encode;
+use crate::codec::Kind;
 use crate::network::peer_http;
 use crate::network::scheme;
 use crate::network::PeerTls;
@@ -226,7 +227,7 @@ impl Forwarder {
     /// Sends one write to `peer_addr`; the receiver proposes it itself and never forwards again
     /// (the hop limit is one by construction).
     pub async fn forward(&self, peer_addr: &str, write: &Write) -> ForwardedWrite {
-        let body = match encode(write) {
+        let body = match encode(Kind::PeerMessage, write) {
             Ok(b) => b,
             Err(e) => return ForwardedWrite::Unavailable(e.to_string()),
         };
@@ -247,12 +248,9 @@ impl Forwarder {
             // Sent, perhaps received and proposed: the outcome is not known.
             Err(e) => return ForwardedWrite::Unknown(format!("the leader did not answer: {e}")),
         };
-        match resp
-            .bytes()
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|b| decode::<ForwardedWrite>(&b).map_err(|e| e.to_string()))
-        {
+        match resp.bytes().await.map_err(|e| e.to_string()).and_then(|b| {
+            decode::<ForwardedWrite>(Kind::PeerMessage, &b).map_err(|e| e.to_string())
+        }) {
             Ok(answer) => answer,
             Err(e) => ForwardedWrite::Unavailable(e),
         }
@@ -265,7 +263,7 @@ impl Forwarder {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, String> {
-        let body = encode(req).map_err(|e| e.to_string())?;
+        let body = encode(Kind::PeerMessage, req).map_err(|e| e.to_string())?;
         let resp = self
             .http
             .post(format!("{}://{peer_addr}/raft/{rpc}", self.scheme))
@@ -279,7 +277,7 @@ impl Forwarder {
             return Err(format!("{peer_addr} answered {}", resp.status()));
         }
         let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-        decode::<Resp>(&bytes).map_err(|e| e.to_string())
+        decode::<Resp>(Kind::PeerMessage, &bytes).map_err(|e| e.to_string())
     }
 
     /// Runs a membership change on the leader at `peer_addr`.

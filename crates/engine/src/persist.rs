@@ -17,7 +17,9 @@ use crate::schema::parse_schema;
 use crate::snapshot::Snapshot;
 
 /// Everything needed to rebuild a [`Snapshot`]. Texts only, so the format does not depend on Cedar's
-/// internal types; no `serde(flatten)`, so bincode can carry it.
+/// internal types; no `serde(flatten)`, so bincode can carry it. Its field order is part of the
+/// snapshot format (the cluster crate's `snapshot_file`): adding, removing or moving a field is a
+/// new snapshot format number there, with a reader for the old one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistedState {
     /// The snapshot version.
@@ -38,49 +40,8 @@ pub struct PersistedState {
     pub idempotency: Vec<(String, u64, u64)>,
     /// Token keys, their policy and revocations. After the fields of [`PersistedStateV1`].
     pub tokens: PersistedTokens,
-    /// API credentials (argon2 hashes, never secrets). Last, so the layout before them is that of
-    /// [`PersistedStateV2`].
+    /// API credentials (argon2 hashes, never secrets). Last.
     pub credentials: PersistedCredentials,
-}
-
-/// The persisted state written before credentials existed. Read only.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PersistedStateV2 {
-    /// See [`PersistedState::version`].
-    pub version: u64,
-    /// See [`PersistedState::policies`].
-    pub policies: Vec<(String, String, u64)>,
-    /// See [`PersistedState::policies_version`].
-    pub policies_version: u64,
-    /// See [`PersistedState::schema`].
-    pub schema: Option<(String, bool, u64)>,
-    /// See [`PersistedState::schema_version`].
-    pub schema_version: u64,
-    /// See [`PersistedState::entities`].
-    pub entities: Vec<(String, u64)>,
-    /// See [`PersistedState::entities_version`].
-    pub entities_version: u64,
-    /// See [`PersistedState::idempotency`].
-    pub idempotency: Vec<(String, u64, u64)>,
-    /// See [`PersistedState::tokens`].
-    pub tokens: PersistedTokens,
-}
-
-impl From<PersistedStateV2> for PersistedState {
-    fn from(v2: PersistedStateV2) -> Self {
-        Self {
-            version: v2.version,
-            policies: v2.policies,
-            policies_version: v2.policies_version,
-            schema: v2.schema,
-            schema_version: v2.schema_version,
-            entities: v2.entities,
-            entities_version: v2.entities_version,
-            idempotency: v2.idempotency,
-            tokens: v2.tokens,
-            credentials: PersistedCredentials::default(),
-        }
-    }
 }
 
 /// The token part of a persisted state.
@@ -96,8 +57,9 @@ pub struct PersistedTokens {
     pub revocations: PersistedRevocations,
 }
 
-/// The persisted state written before tokens existed (snapshot files of earlier releases). Read
-/// only: [`PersistedState`] is what is written.
+/// The fields every persisted state has begun with since the first release, in their order: the
+/// state of releases before tokens, and the prefix the cluster crate reads first in a legacy
+/// snapshot. Read only: [`PersistedState`] is what is written.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistedStateV1 {
     /// See [`PersistedState::version`].

@@ -1,0 +1,177 @@
+//! The content of a snapshot file and of a snapshot transfer (the same bytes), by format.
+//!
+//! | format | layout after the format byte | written by |
+//! |---|---|---|
+//! | 1 | one of four layouts, told apart by [`legacy_format_1`] | every release before explicit formats |
+//! | 2 | [`SnapshotFile`]: meta, state (with tokens and credentials), members seen | this release |
+//!
+//! A release that changes the layout adds a number here and a row to the table in
+//! docs/architecture.md; it never writes a number an older reader would misread.
+
+use std::collections::BTreeSet;
+use std::io;
+
+use openraft::alias::SnapshotMetaOf;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde::Serialize;
+use verdict_engine::credential::PersistedCredentials;
+use verdict_engine::persist::PersistedState;
+use verdict_engine::persist::PersistedStateV1;
+use verdict_engine::persist::PersistedTokens;
+
+use crate::codec::body_of;
+use crate::codec::encode;
+use crate::codec::open;
+use crate::codec::Kind;
+use crate::codec::WRITE;
+use crate::types::NodeId;
+use crate::types::TypeConfig;
+
+/// A snapshot: the log position and membership it reflects, the engine state, and every node id
+/// that was ever a member (removed ids are never accepted again). Format 2.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SnapshotFile {
+    pub(crate) meta: SnapshotMetaOf<TypeConfig>,
+    pub(crate) state: PersistedState,
+    pub(crate) members_seen: BTreeSet<NodeId>,
+}
+
+/// Encodes `file` in the snapshot format this release writes.
+pub(crate) fn encode_file(file: &SnapshotFile) -> Result<Vec<u8>, io::Error> {
+    encode(Kind::Snapshot, file)
+}
+
+/// Decodes a snapshot of any format this release reads.
+pub(crate) fn decode_file(bytes: &[u8]) -> Result<SnapshotFile, io::Error> {
+    match open(Kind::Snapshot, bytes)? {
+        (1, body) => legacy_format_1(body),
+        (2, body) => body_of(body),
+        (format, _) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot format {format} has no reader in this release"),
+        )),
+    }
+}
+
+/// Decodes a snapshot and returns it with its bytes in the format this release writes: the same
+/// bytes when they already are, else re-encoded, so a legacy format-1 snapshot is never written
+/// to disk or sent to a follower again.
+pub(crate) fn decode_to_written_format(
+    bytes: Vec<u8>,
+) -> Result<(SnapshotFile, Vec<u8>), io::Error> {
+    let file = decode_file(&bytes)?;
+    if bytes.first() == Some(&WRITE.snapshot) {
+        return Ok((file, bytes));
+    }
+    let bytes = encode_file(&file)?;
+    Ok((file, bytes))
+}
+
+/// Reads snapshot format 1, which every release before explicit formats wrote for four layouts.
+/// Each starts with the snapshot meta and the state fields of the first release
+/// ([`PersistedStateV1`]); they differ in what follows:
+///
+/// 1. nothing (releases before membership changes);
+/// 2. the node ids seen (before tokens);
+/// 3. the token part, then the node ids seen (before credentials);
+/// 4. the token part, the credential part, then the node ids seen.
+///
+/// The rule: nothing left → layout 1; what is left is exactly one id set (a count `n`, then `n`
+/// ids of 8 bytes) → layout 2; else read the token part, and if what is then left is exactly one id
+/// set → layout 3, else layout 4. The choices exclude each other, so no layout is ever taken for
+/// another: a token part with `k` keys is `8 + 52k` bytes and at least 42 more, so with an id set
+/// after it it is never exactly the `8 + 8k` bytes of an id set of `k` ids; likewise a credential
+/// part with `c` credentials is at least `8 + 48c + 2` bytes.
+/// Layout 1 had no membership history: the members of its meta stand for it.
+fn legacy_format_1(body: &[u8]) -> Result<SnapshotFile, io::Error> {
+    let mut rest = body;
+    let meta: SnapshotMetaOf<TypeConfig> = take(&mut rest)?;
+    let first: PersistedStateV1 = take(&mut rest)?;
+    let mut state = PersistedState::from(first);
+    let members_seen = if rest.is_empty() {
+        meta.last_membership
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
+    } else if is_one_id_set(rest) {
+        take(&mut rest)?
+    } else {
+        state.tokens = take::<PersistedTokens>(&mut rest)?;
+        if !is_one_id_set(rest) {
+            state.credentials = take::<PersistedCredentials>(&mut rest)?;
+        }
+        take(&mut rest)?
+    };
+    if !rest.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "snapshot format 1: {} bytes left over after the newest layout; the file is damaged",
+                rest.len()
+            ),
+        ));
+    }
+    Ok(SnapshotFile {
+        meta,
+        state,
+        members_seen,
+    })
+}
+
+/// Decodes one value from the front of `rest` and moves `rest` past it.
+fn take<T: DeserializeOwned>(rest: &mut &[u8]) -> Result<T, io::Error> {
+    bincode::deserialize_from(rest).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot format 1: {e}"),
+        )
+    })
+}
+
+/// Whether `bytes` is exactly one encoded set of node ids: a `u64` count `n`, then `n` ids.
+fn is_one_id_set(bytes: &[u8]) -> bool {
+    let Some((count, ids)) = bytes.split_first_chunk::<8>() else {
+        return false;
+    };
+    u64::from_le_bytes(*count)
+        .checked_mul(8)
+        .is_some_and(|len| usize::try_from(len) == Ok(ids.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_set_is_recognised_exactly() {
+        let set: BTreeSet<NodeId> = (1..=3).collect();
+        let bytes = bincode::serialize(&set).unwrap();
+        assert!(is_one_id_set(&bytes));
+        assert!(!is_one_id_set(&bytes[..bytes.len() - 1]));
+        assert!(!is_one_id_set(&[bytes.clone(), vec![0]].concat()));
+        assert!(is_one_id_set(&0u64.to_le_bytes()));
+        assert!(!is_one_id_set(&u64::MAX.to_le_bytes()));
+        assert!(!is_one_id_set(&[]));
+    }
+
+    #[test]
+    fn format_2_round_trips_and_carries_its_number() {
+        let file = SnapshotFile {
+            meta: SnapshotMetaOf::<TypeConfig>::default(),
+            state: PersistedState {
+                version: 5,
+                ..Default::default()
+            },
+            members_seen: (1..=2).collect(),
+        };
+        let bytes = encode_file(&file).unwrap();
+        assert_eq!(bytes[0], 2);
+        let back = decode_file(&bytes).unwrap();
+        assert_eq!(back.state, file.state);
+        assert_eq!(back.members_seen, file.members_seen);
+        let (_, same) = decode_to_written_format(bytes.clone()).unwrap();
+        assert_eq!(same, bytes);
+    }
+}

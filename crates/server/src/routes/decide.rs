@@ -147,11 +147,12 @@ async fn prepare(
 
 /// The subject a validated token stands for: the request's subject with the token's `sub` as its
 /// id and the token's claims as properties (over any the request sent; the token is the authority).
-fn subject_of(subject: &Value, claims: &token::Claims) -> Value {
+/// Takes the subject as an object so that no shape of request can make building it fail.
+fn subject_of(subject: &Map<String, Value>, claims: &token::Claims) -> Value {
     let mut subject = subject.clone();
-    subject["id"] = Value::String(claims.sub.clone());
-    let mut props = match subject.get("properties") {
-        Some(Value::Object(m)) => m.clone(),
+    subject.insert("id".into(), Value::String(claims.sub.clone()));
+    let mut props = match subject.remove("properties") {
+        Some(Value::Object(m)) => m,
         _ => Map::new(),
     };
     props.remove("token");
@@ -163,8 +164,8 @@ fn subject_of(subject: &Value, claims: &token::Claims) -> Value {
     }
     props.insert("jti".into(), Value::String(claims.jti.clone()));
     props.insert("aud_chain".into(), Value::String(claims.aud_chain.clone()));
-    subject["properties"] = Value::Object(props);
-    subject
+    subject.insert("properties".into(), Value::Object(props));
+    Value::Object(subject)
 }
 
 /// The token of `Authorization: Bearer …` when `decision_bearer_tokens` is on.
@@ -191,7 +192,10 @@ fn evaluate(
     // which wins): it must validate here, and then the token says who the subject is.
     let by_token;
     let mut subject = get("subject");
-    if let Some(s) = subject {
+    // Only an object can stand for a subject; anything else (absent, null, a string, an array…)
+    // goes on to `from_authzen` unchanged, which refuses it as `missing_field` or `invalid_json`
+    // whether or not a token came with it.
+    if let Some(Value::Object(s)) = subject {
         let token = bearer.or_else(|| {
             s.get("properties")
                 .and_then(|p| p.get("token"))

@@ -127,9 +127,7 @@ impl Auth {
         let beyond_loopback = !config.listen.ip().is_loopback();
         Self {
             admin_required: config.require_credentials || beyond_loopback || bootstrapping,
-            decisions_required: config
-                .decisions_require_credential
-                .unwrap_or(beyond_loopback),
+            decisions_required: config.decisions_need_credential(),
             key: rand::rng().random(),
             remembered: RwLock::new(HashMap::new()),
             verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
@@ -394,7 +392,7 @@ pub async fn bootstrap(state: Shared, secret: String) {
         if state.node.published().load().credentials().bootstrapped() {
             return;
         }
-        if *state.stopping.borrow() {
+        if *state.stop.borrow() {
             return;
         }
         let salt: [u8; 16] = rand::rng().random();

@@ -167,6 +167,35 @@ impl Config {
     pub fn from_toml_str(text: &str) -> anyhow::Result<Self> {
         Ok(toml::from_str(text)?)
     }
+
+    /// Checks the settings against each other, without touching files or the network: a node
+    /// whose configuration cannot work stops here, before anything binds or starts, with the
+    /// setting to fix. (Files named by the configuration are read, and checked, by the steps that
+    /// use them.)
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.decision_bearer_tokens && self.decisions_need_credential() {
+            anyhow::bail!(
+                "decision_bearer_tokens takes the subject's token from `Authorization`, where this \
+                 node also needs the caller's `decide` credential; pass tokens in \
+                 `subject.properties.token` instead, or set decisions_require_credential = false"
+            );
+        }
+        crate::bootstrap::choose(self)?;
+        self.tls.validate()?;
+        if self.decision_log.enabled {
+            self.decision_log.validate().map_err(|e| {
+                anyhow::anyhow!("decision logging: {e}; fix the `[decision_log]` table of the config file (docs/decision-logs.md)")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether decisions need a `decide` credential: as configured, else only when the API
+    /// listens beyond loopback.
+    pub fn decisions_need_credential(&self) -> bool {
+        self.decisions_require_credential
+            .unwrap_or(!self.listen.ip().is_loopback())
+    }
 }
 
 /// Parses `1=API/PEER,2=API/PEER,…` into `(id, api, peer)` triples, sorted by id.

@@ -23,6 +23,8 @@ pub struct ApiError {
     pub location: Option<Location>,
     /// Seconds for `Retry-After` on retryable errors.
     pub retry_after: Option<u64>,
+    /// The request's id, on a `500` for a request whose handling panicked (see `panic`).
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -34,6 +36,7 @@ impl ApiError {
             detail: detail.into(),
             location: None,
             retry_after: None,
+            request_id: None,
         }
     }
 
@@ -69,6 +72,7 @@ impl From<EngineError> for ApiError {
             detail: e.detail,
             location: e.location,
             retry_after: None,
+            request_id: None,
         }
     }
 }
@@ -116,11 +120,16 @@ impl IntoResponse for ApiError {
             "code": self.code,
             "detail": self.detail,
         });
-        if let (Some(loc), Some(obj)) = (self.location, body.as_object_mut()) {
-            obj.insert(
-                "location".into(),
-                json!({"line": loc.line, "column": loc.column, "offset": loc.offset}),
-            );
+        if let Some(obj) = body.as_object_mut() {
+            if let Some(loc) = self.location {
+                obj.insert(
+                    "location".into(),
+                    json!({"line": loc.line, "column": loc.column, "offset": loc.offset}),
+                );
+            }
+            if let Some(id) = self.request_id {
+                obj.insert("request_id".into(), json!(id));
+            }
         }
         let mut resp = (self.status, body.to_string()).into_response();
         resp.headers_mut().insert(

@@ -8,13 +8,16 @@ use std::time::Duration;
 use std::time::SystemTime;
 use std::time::UNIX_EPOCH;
 
+use verdict_cluster::Limits;
 use verdict_cluster::Node;
+use verdict_cluster::NodeOptions;
 use verdict_decision_log::DecisionLog;
 use verdict_engine::Outcome;
 use verdict_engine::Write;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::tls::Tls;
 
 /// Counters exported on /metrics. Relaxed atomics: monotonic counts, no ordering needed.
 #[derive(Default)]
@@ -43,6 +46,9 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     /// Requests refused with 403: a valid credential without the scope the request needs.
     pub auth_forbidden: AtomicU64,
+    /// Requests whose handling panicked and were answered `500 internal` (see `panic`). Any
+    /// non-zero value is a bug to report.
+    pub panics: AtomicU64,
 }
 
 impl Metrics {
@@ -65,13 +71,38 @@ pub struct AppState {
     pub stale: AtomicBool,
     /// Open watch streams.
     pub watchers: Arc<tokio::sync::Semaphore>,
-    /// Becomes `true` when the node shuts down; long-lived streams end on it.
-    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Set to `true` when the node shuts down: the listeners stop taking requests, and
+    /// long-lived streams and background tasks end (`subscribe` to wait for it).
+    pub stop: tokio::sync::watch::Sender<bool>,
     /// The decision log, when `[decision_log] enabled = true`. `None` keeps the decision path to
     /// one check of this option.
     pub decision_log: Option<DecisionLog>,
     /// Credential checks (see `auth`).
     pub auth: crate::auth::Auth,
+    /// The certificates of the listeners and peer clients, when `[tls]` is set.
+    pub tls: Option<Arc<Tls>>,
+    /// The secret a peer RPC must carry (see `bootstrap::cluster_secret`).
+    pub peer_secret: Arc<String>,
+}
+
+async fn open_decision_log(config: &Config) -> anyhow::Result<Option<DecisionLog>> {
+    if !config.decision_log.enabled {
+        return Ok(None);
+    }
+    let log = DecisionLog::open(&config.decision_log, config.node_id, &config.data_dir)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot start decision logging: {e}; fix the `[decision_log]` table of the config file (docs/decision-logs.md)")
+        })?;
+    let status = log.status();
+    tracing::info!(
+        last_seq = status.last_seq,
+        queued = status.queue.records,
+        truncated_bytes = status.queue.truncated_at_open,
+        sinks = status.sinks.len(),
+        "decision logging on"
+    );
+    Ok(Some(log))
 }
 
 /// Refreshes `AppState::stale` every 100 ms until the node stops.
@@ -105,6 +136,54 @@ pub fn now_ms() -> u64 {
 }
 
 impl AppState {
+    /// Starts the node's parts in order: reads the bootstrap admin secret, opens the decision log
+    /// (a bad `[decision_log]` table stops start-up before Raft runs; the queue cuts a torn tail
+    /// here), starts Raft with the bootstrap the configuration chooses, and, with an admin secret,
+    /// a task that creates the bootstrap admin once the cluster takes writes. `config` should have
+    /// passed [`Config::validate`]; `tls` is `Tls::load` of its `[tls]` table.
+    pub async fn new(config: Config, tls: Option<Arc<Tls>>) -> anyhow::Result<Shared> {
+        let admin_secret = crate::auth::bootstrap_secret(&config)?;
+        let decision_log = open_decision_log(&config).await?;
+        let secret = crate::bootstrap::cluster_secret(&config);
+        let node = Node::start(NodeOptions {
+            node_id: config.node_id,
+            data_dir: config.data_dir.clone(),
+            info: crate::bootstrap::node_info(&config),
+            cluster_secret: secret.clone(),
+            bootstrap: crate::bootstrap::choose(&config)?,
+            snapshot_every: config.snapshot_every,
+            keep_log_behind_snapshot: config.keep_log_behind_snapshot,
+            limits: Limits {
+                max_lag: config.max_lag,
+                max_leader_silence: Duration::from_millis(config.max_leader_silence_ms),
+            },
+            peer_tls: tls.as_ref().and_then(|t| t.peer_client()),
+        })
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot start the node with data dir `{}`: {e}",
+                config.data_dir.display()
+            )
+        })?;
+        let state = Arc::new(AppState {
+            node,
+            metrics: Metrics::default(),
+            stale: AtomicBool::new(false),
+            watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers.max(1))),
+            stop: tokio::sync::watch::Sender::new(false),
+            decision_log,
+            auth: crate::auth::Auth::new(&config, admin_secret.is_some()),
+            tls,
+            peer_secret: Arc::new(secret),
+            config,
+        });
+        if let Some(secret) = admin_secret {
+            tokio::spawn(crate::auth::bootstrap(state.clone(), secret));
+        }
+        Ok(state)
+    }
+
     /// Validates a write against the current snapshot, proposes it, waits for commit + apply, and
     /// answers its version. Invalid writes never reach the log.
     pub async fn propose(&self, mut write: Write) -> Result<u64, ApiError> {

@@ -123,6 +123,12 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         &[("", m.auth_forbidden.load(Ordering::Relaxed))],
     );
     line(
+        "verdict_panics_total",
+        "counter",
+        "Requests whose handling panicked (answered 500 internal); any is a bug to report.",
+        &[("", m.panics.load(Ordering::Relaxed))],
+    );
+    line(
         "verdict_apply_lag_entries",
         "gauge",
         "Committed log entries not yet applied here.",

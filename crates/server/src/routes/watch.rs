@@ -80,7 +80,7 @@ pub async fn watch(
         published.clone(),
         from,
         published.subscribe(),
-        state.stopping.clone(),
+        state.stop.subscribe(),
         permit,
     );
     Sse::new(stream)

@@ -249,7 +249,8 @@ pub struct ServeArgs {
     /// Log entries kept behind a snapshot for lagging followers.
     #[arg(long, value_name = "ENTRIES")]
     pub keep_log_behind_snapshot: Option<u64>,
-    /// Log format; the level comes from RUST_LOG (default `info`).
+    /// Log format: `text` for people, `json` (one object a line) for machines. The filter comes
+    /// from RUST_LOG (default `warn,verdict=info`: Verdict's events, others' warnings).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// TLS on the listeners and between members (the config file's `[tls]` table).

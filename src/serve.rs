@@ -105,8 +105,15 @@ fn tls_flags(args: &crate::cli::TlsArgs, t: &mut verdict_server::tls::TlsConfig)
     }
 }
 
+/// The log filter without `RUST_LOG`: Verdict's own events at `info` (a target prefix: every
+/// `verdict_*` crate), everything else — openraft, sled, hyper, rustls — at `warn`. openraft logs
+/// multi-kilobyte state dumps at `info` on every start and election; the node's events it
+/// stands for are logged by Verdict (`verdict_cluster::events`) in one line each.
+pub const DEFAULT_LOG_FILTER: &str = "warn,verdict=info";
+
 fn init_logging(format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -11,6 +11,8 @@
 //!   tells apart the layouts older releases wrote under format 1.
 //! - [`state_machine`]: applies committed entries to the engine, publishes snapshots (arc-swap),
 //!   writes snapshot files.
+//! - [`events`]: one log line per node event (leadership, membership, snapshot, purge), from
+//!   openraft's metrics.
 //! - [`network`]: the peer transport's client half: Raft RPCs over HTTP, peer TLS.
 //! - [`write`]: the write path: proposing on the leader (giving up when deposed), forwarding from
 //!   a follower, and the client for the other member-to-member calls.
@@ -26,6 +28,7 @@
 )]
 
 pub mod codec;
+pub mod events;
 mod flusher;
 pub mod history;
 pub mod log_store;

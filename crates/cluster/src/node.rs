@@ -189,6 +189,7 @@ impl Node {
             }
         }
         let forwarder = Forwarder::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
+        crate::events::spawn(opts.node_id, &raft);
         Ok(Self {
             writer: Writer::new(
                 raft.clone(),

@@ -15,6 +15,7 @@ mod examples;
 mod harness;
 mod idempotency;
 mod membership;
+mod no_panics;
 mod security;
 mod tls;
 mod tokens;

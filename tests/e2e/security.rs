@@ -12,7 +12,6 @@ use tempfile::TempDir;
 use crate::harness::assert_problem;
 use crate::harness::cli_at;
 use crate::harness::cli_json_at;
-use crate::harness::cluster::wait_for;
 use crate::harness::cluster::Cluster;
 use crate::harness::Api;
 use crate::harness::Node;
@@ -31,14 +30,9 @@ fn secret_file() -> (TempDir, String) {
 /// Waits until the bootstrap admin credential works on `api`.
 async fn wait_bootstrapped(api: &Api) {
     let admin = api.with_token(ADMIN);
-    let r = wait_for(Duration::from_secs(20), || async {
-        match admin.try_get("/v1/credentials").await {
-            Ok(r) if r.status == 200 => Ok(()),
-            Ok(r) => Err(format!("{} {}", r.status, r.text)),
-            Err(e) => Err(e),
-        }
-    })
-    .await;
+    let r = admin
+        .wait_ok("/v1/credentials", Duration::from_secs(20))
+        .await;
     assert!(r.is_ok(), "bootstrap admin never worked: {r:?}");
 }
 

@@ -5,6 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::header;
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -137,4 +138,19 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
             "header `Idempotency-Key` must be 1 to 128 printable ASCII characters without spaces",
         )),
     }
+}
+
+/// `value` read as a `T` that the API spells as one JSON object. Anything but an object is refused
+/// first: serde would also read a struct from an array of its fields in order (`["bob"]` as
+/// `{"sub": "bob"}`), a shape the API does not offer. Errors are `400 code` naming `shape`.
+pub fn from_object<T: DeserializeOwned>(
+    value: Value,
+    shape: &str,
+    code: &'static str,
+) -> Result<T, ApiError> {
+    let bad = |why: String| ApiError::bad_request(code, format!("the body must be {shape}: {why}"));
+    if !value.is_object() {
+        return Err(bad("it is not a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
 }

@@ -154,6 +154,19 @@ impl Api {
         self.try_send(self.req(Method::GET, path)).await
     }
 
+    /// Waits up to `within` until `GET path` answers 200 (e.g. until a bootstrap credential
+    /// works); the last answer if it never does.
+    pub async fn wait_ok(&self, path: &str, within: Duration) -> Result<(), String> {
+        super::cluster::wait_for(within, || async {
+            match self.try_get(path).await {
+                Ok(r) if r.status == 200 => Ok(()),
+                Ok(r) => Err(format!("{} {}", r.status, r.text)),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Resp {
         self.send(self.req(Method::GET, path)).await

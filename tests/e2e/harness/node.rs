@@ -158,6 +158,11 @@ impl Node {
         self.logs.path().join(format!("run-{}.log", self.runs))
     }
 
+    /// The whole log of the current run.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     /// The last `lines` lines of the current run's log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();

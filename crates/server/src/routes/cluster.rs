@@ -79,10 +79,7 @@ fn parse<T: for<'de> Deserialize<'de>>(
     shape: &str,
 ) -> Result<T, ApiError> {
     let raw = body::bytes(raw, state.config.max_admin_body)?;
-    let value = body::json(&raw)?;
-    serde_json::from_value(value).map_err(|e| {
-        ApiError::bad_request("invalid_request", format!("{e}; the body must be {shape}"))
-    })
+    body::from_object(body::json(&raw)?, shape, "invalid_request")
 }
 
 async fn run(state: &Shared, op: MembershipOp) -> Response {

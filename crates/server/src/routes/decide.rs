@@ -147,13 +147,20 @@ async fn prepare(
 
 /// The subject a validated token stands for: the request's subject with the token's `sub` as its
 /// id and the token's claims as properties (over any the request sent; the token is the authority).
-/// Takes the subject as an object so that no shape of request can make building it fail.
-fn subject_of(subject: &Map<String, Value>, claims: &token::Claims) -> Value {
+/// Takes the subject as an object so that no shape of request can make building it fail, and
+/// refuses `properties` of the wrong type as a request without a token would be.
+fn subject_of(subject: &Map<String, Value>, claims: &token::Claims) -> Result<Value, ApiError> {
     let mut subject = subject.clone();
     subject.insert("id".into(), Value::String(claims.sub.clone()));
     let mut props = match subject.remove("properties") {
         Some(Value::Object(m)) => m,
-        _ => Map::new(),
+        None | Some(Value::Null) => Map::new(),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "`subject.properties` must be an object",
+            ))
+        }
     };
     props.remove("token");
     for (k, v) in &claims.extra {
@@ -165,7 +172,7 @@ fn subject_of(subject: &Map<String, Value>, claims: &token::Claims) -> Value {
     props.insert("jti".into(), Value::String(claims.jti.clone()));
     props.insert("aud_chain".into(), Value::String(claims.aud_chain.clone()));
     subject.insert("properties".into(), Value::Object(props));
-    Value::Object(subject)
+    Ok(Value::Object(subject))
 }
 
 /// The token of `Authorization: Bearer …` when `decision_bearer_tokens` is on.
@@ -204,7 +211,7 @@ fn evaluate(
         if let Some(t) = token {
             match snapshot.check_token(t, now_ms()) {
                 Ok(claims) => {
-                    by_token = subject_of(s, &claims);
+                    by_token = subject_of(s, &claims)?;
                     subject = Some(&by_token);
                 }
                 Err(why) => {

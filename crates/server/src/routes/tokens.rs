@@ -120,10 +120,9 @@ fn token_error(e: &token::TokenError) -> ApiError {
 pub async fn issue(State(state): State<Shared>, raw: Result<Bytes, BytesRejection>) -> Response {
     let result = (|| {
         let raw = admin_body(&state, raw)?;
-        let b: IssueBody = parse(
-            &raw,
-            r#"{"sub": "…", "scope"?: "…", "lifetime_ms"?: N, "aud_chain"?: "…", "claims"?: {…}}"#,
-        )?;
+        let shape =
+            r#"{"sub": "…", "scope"?: "…", "lifetime_ms"?: N, "aud_chain"?: "…", "claims"?: {…}}"#;
+        let b: IssueBody = body::from_object(parse::<Value>(&raw, shape)?, shape, "invalid_json")?;
         let snap = state.node.published().load_full();
         let request = IssueRequest {
             sub: b.sub,

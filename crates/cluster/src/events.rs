@@ -15,6 +15,10 @@ use crate::types::NodeId;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Seen {
     term: u64,
+    /// Whether this node is the leader (its server state, not the leader it last heard of: a
+    /// restarted node reports the leader of its persisted vote, itself perhaps, until it learns
+    /// better).
+    leading: bool,
     leader: Option<NodeId>,
     /// Log index of the membership configuration in effect.
     membership_at: Option<u64>,
@@ -42,14 +46,15 @@ enum Event {
 /// applied came from the leader (one it built itself covers what it had applied).
 fn events(id: NodeId, before: &Seen, now: &Seen) -> Vec<Event> {
     let mut out = Vec::new();
-    if before.leader != now.leader {
-        if now.leader == Some(id) {
-            out.push(Event::BecameLeader);
-        } else if before.leader == Some(id) {
-            out.push(Event::LostLeadership { to: now.leader });
-        } else if let Some(leader) = now.leader {
-            out.push(Event::NewLeader { leader });
+    match (before.leading, now.leading) {
+        (false, true) => out.push(Event::BecameLeader),
+        (true, false) => out.push(Event::LostLeadership { to: now.leader }),
+        _ if before.leader != now.leader => {
+            if let Some(leader) = now.leader.filter(|l| *l != id) {
+                out.push(Event::NewLeader { leader });
+            }
         }
+        _ => {}
     }
     if let (true, Some(at)) = (before.membership_at != now.membership_at, now.membership_at) {
         out.push(Event::MembershipChanged { at });
@@ -69,6 +74,7 @@ fn seen(m: &openraft::RaftMetrics<crate::types::TypeConfig>) -> Seen {
     let membership = m.membership_config.membership();
     Seen {
         term: m.current_term,
+        leading: m.state == openraft::ServerState::Leader,
         leader: m.current_leader,
         membership_at: m.membership_config.log_id().as_ref().map(|l| l.index),
         voters: membership.voter_ids().collect(),
@@ -85,8 +91,11 @@ fn log(id: NodeId, event: &Event, s: &Seen) {
         Event::BecameLeader => {
             tracing::info!(node_id = id, term, version, "became the leader")
         }
-        Event::LostLeadership { to } => {
-            tracing::info!(node_id = id, term, version, leader = ?to, "lost leadership")
+        Event::LostLeadership { to: Some(leader) } => {
+            tracing::info!(node_id = id, term, version, leader, "lost leadership")
+        }
+        Event::LostLeadership { to: None } => {
+            tracing::info!(node_id = id, term, version, "lost leadership")
         }
         Event::NewLeader { leader } => {
             tracing::info!(
@@ -144,6 +153,7 @@ mod tests {
     fn at(leader: Option<NodeId>, applied: u64) -> Seen {
         Seen {
             term: 3,
+            leading: leader == Some(1),
             leader,
             applied,
             ..Seen::default()
@@ -164,6 +174,15 @@ mod tests {
             vec![Event::NewLeader { leader: 2 }]
         );
         assert_eq!(events(1, &other, &none), vec![]);
+        // Restarted: its persisted vote names itself, but it does not lead.
+        let restarted = Seen {
+            leading: false,
+            ..me.clone()
+        };
+        assert_eq!(
+            events(1, &restarted, &other),
+            vec![Event::NewLeader { leader: 2 }]
+        );
     }
 
     #[test]

@@ -88,10 +88,7 @@ impl Member {
             .args(["--listen", &self.api_addr, "--peer-listen", &self.peer_addr])
             .args(&self.args)
             .env("VERDICT_CLUSTER_SECRET", SECRET)
-            .env(
-                "RUST_LOG",
-                std::env::var("VERDICT_E2E_LOG").unwrap_or("info".into()),
-            )
+            .env("RUST_LOG", super::node_log_filter())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

@@ -74,6 +74,12 @@ fn remove_stale_claims(dir: &std::path::Path) {
     }
 }
 
+/// `RUST_LOG` for the nodes: `VERDICT_E2E_LOG` when set, else what `verdict serve` uses without
+/// `RUST_LOG`, so that the log tails printed on failure read as an operator's log would.
+pub fn node_log_filter() -> String {
+    std::env::var("VERDICT_E2E_LOG").unwrap_or_else(|_| "warn,verdict=info".into())
+}
+
 /// Runs the `verdict` CLI with `VERDICT_URL` = `url`; panics if it does not finish within a minute.
 pub async fn cli_at(url: &str, args: &[&str]) -> Output {
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_verdict"))

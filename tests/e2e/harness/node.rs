@@ -110,10 +110,7 @@ impl Node {
             .arg(self.api_addr.to_string())
             .arg("--peer-listen")
             .arg(self.peer_addr.to_string())
-            .env(
-                "RUST_LOG",
-                std::env::var("VERDICT_E2E_LOG").unwrap_or("info".into()),
-            )
+            .env("RUST_LOG", super::node_log_filter())
             // The log is read back into failure messages: no colour codes.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -20,6 +20,14 @@ pub fn versioned(value: Value, version: u64) -> axum::response::Response {
     resp
 }
 
+/// Sets `key` on a JSON object the server built. Unlike serde_json's `value[key] = …`, which
+/// panics on anything but an object or `null`, it cannot fail: on another value it does nothing.
+pub fn set(object: &mut Value, key: &str, value: Value) {
+    if let Some(m) = object.as_object_mut() {
+        m.insert(key.to_owned(), value);
+    }
+}
+
 /// Header naming the snapshot version of a response.
 pub const VERSION_HEADER: &str = "verdict-version";
 /// Header asking for a snapshot at least this fresh.

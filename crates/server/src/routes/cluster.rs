@@ -41,12 +41,12 @@ pub async fn status(State(state): State<Shared>) -> Response {
                 "reachable": report.is_some(),
             });
             if let Some(r) = report {
-                m["applied_version"] = json!(r.applied);
-                m["term"] = json!(r.term);
-                m["leader"] = json!(r.leader);
-                m["ready"] = json!(r.not_ready.is_none());
+                body::set(&mut m, "applied_version", json!(r.applied));
+                body::set(&mut m, "term", json!(r.term));
+                body::set(&mut m, "leader", json!(r.leader));
+                body::set(&mut m, "ready", json!(r.not_ready.is_none()));
                 if let Some(reason) = r.not_ready {
-                    m["not_ready_reason"] = json!(reason);
+                    body::set(&mut m, "not_ready_reason", json!(reason));
                 }
             }
             m

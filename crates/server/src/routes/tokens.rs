@@ -188,15 +188,15 @@ pub async fn introspect(
         let answer = match snap.check_token(&token, now_ms()) {
             Err(TokenRefused::Revoked { by, .. }) => {
                 let mut v = inactive("revoked");
-                v["revoked_by"] = json!(ApiSelector::from(by));
+                body::set(&mut v, "revoked_by", json!(ApiSelector::from(by)));
                 v
             }
             Err(refused) => inactive(refused.code()),
             Ok(claims) => {
                 let mut v = serde_json::to_value(&claims)
                     .map_err(|e| ApiError::internal(format!("claims: {e}")))?;
-                v["active"] = json!(true);
-                v["version"] = json!(snap.version());
+                body::set(&mut v, "active", json!(true));
+                body::set(&mut v, "version", json!(snap.version()));
                 v
             }
         };
@@ -318,7 +318,7 @@ pub async fn list_revocations(State(state): State<Shared>, Query(page): Query<Pa
             .into_iter()
             .map(|(s, before)| {
                 let mut v = json!(ApiSelector::from(s));
-                v["issued_before"] = json!(before);
+                body::set(&mut v, "issued_before", json!(before));
                 v
             })
             .collect();

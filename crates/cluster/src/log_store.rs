@@ -7,6 +7,11 @@
 //! vote) waits for a flush before reporting success: an early acknowledgement could double-vote or
 //! lose acknowledged writes after a crash. One flush thread serves every waiter (see `flusher`).
 //!
+//! The committed index is the exception: openraft does not wait for it, so `save_committed` only
+//! writes it and asks for a flush. A node must still never publish a version that a crash could
+//! take back (after a restart openraft re-applies only up to the committed index on disk), so the
+//! state machine waits on [`DurableCommit`] before publishing; see `save_committed`.
+//!
 //! Purging (after each snapshot) records the purge point durably, then drops the segments that lie
 //! wholly at or below it. Deleting entry by entry cost as much sled work as appending them (an
 //! eighth of a follower's CPU under write load); dropping a tree costs a few page frees. Entries at
@@ -22,6 +27,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::RwLock;
+use std::time::Duration;
 
 use openraft::alias::EntryOf;
 use openraft::alias::LogIdOf;
@@ -36,6 +42,7 @@ use openraft::RaftLogReader;
 use crate::codec::decode;
 use crate::codec::encode;
 use crate::codec::Kind;
+use crate::flusher::Durable;
 use crate::flusher::Flusher;
 use crate::types::TypeConfig;
 
@@ -173,10 +180,13 @@ impl LogStore {
     pub fn open_with_segment_len(db: sled::Db, segment_len: u64) -> Result<Self, io::Error> {
         let meta = db.open_tree("meta").map_err(io_err)?;
         let segments = Arc::new(Segments::open(db.clone(), segment_len)?);
+        // The committed index on disk at open is what start-up re-applies to, and no crash of
+        // this process can take it back: it counts as durable without a flush.
+        let committed: Option<LogIdOf<TypeConfig>> = get_meta(&meta, COMMITTED)?.flatten();
         let store = Self {
             segments,
             meta,
-            flusher: Arc::new(Flusher::start(db.clone())?),
+            flusher: Arc::new(Flusher::start(db.clone(), commit_mark(committed.as_ref()))?),
             first_kept: Arc::new(AtomicU64::new(0)),
         };
         store.move_legacy_log(&db)?;
@@ -215,10 +225,7 @@ impl LogStore {
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {
-        match self.meta.get(key).map_err(io_err)? {
-            Some(bytes) => Ok(Some(decode(Kind::RaftMeta, &bytes)?)),
-            None => Ok(None),
-        }
+        get_meta(&self.meta, key)
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), io::Error> {
@@ -230,6 +237,77 @@ impl LogStore {
 
     async fn flush(&self) -> Result<(), io::Error> {
         self.flusher.flush().await
+    }
+
+    /// What the state machine waits on before it publishes a version: the committed index as far
+    /// as it is on disk.
+    pub fn durable_commit(&self) -> DurableCommit {
+        DurableCommit {
+            durable: self.flusher.durable(),
+        }
+    }
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(
+    meta: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, io::Error> {
+    match meta.get(key).map_err(io_err)? {
+        Some(bytes) => Ok(Some(decode(Kind::RaftMeta, &bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// The flusher's mark for a committed log id: its index plus one, so that "nothing committed" (0)
+/// is below index 0.
+fn commit_mark(committed: Option<&LogIdOf<TypeConfig>>) -> u64 {
+    committed.map_or(0, |c| c.index().saturating_add(1))
+}
+
+/// How long publishing waits for the committed index to reach the disk before it gives up (an
+/// error stops Raft on this node, as a failed append does). A flush takes milliseconds; only a
+/// failing disk takes this long.
+const DURABLE_COMMIT_WAIT: Duration = Duration::from_secs(30);
+
+/// The committed index as far as it is durable, for the state machine (see
+/// [`LogStore::durable_commit`]).
+#[derive(Clone)]
+pub struct DurableCommit {
+    durable: tokio::sync::watch::Receiver<Durable>,
+}
+
+impl DurableCommit {
+    /// Waits until a committed index at or above `index` is on disk. Immediate when a flush has
+    /// already covered it, as it has under write load (appends keep the flush thread busy) and
+    /// during start-up replay (which stops at the committed index found on disk).
+    pub async fn covers(&self, index: u64) -> Result<(), io::Error> {
+        let want = index.saturating_add(1);
+        if self.durable.borrow().mark >= want {
+            return Ok(());
+        }
+        // `save_committed` wrote the index and asked for a flush before openraft handed the
+        // entries to apply: no need to ask again, only to wait for it.
+        let mut durable = self.durable.clone();
+        let waited = tokio::time::timeout(
+            DURABLE_COMMIT_WAIT,
+            durable.wait_for(|d| d.mark >= want || d.failed.is_some()),
+        )
+        .await;
+        let state = match waited {
+            Ok(Ok(state)) => state.clone(),
+            Ok(Err(_)) => return Err(io::Error::other("the log store is closed")),
+            Err(_) => {
+                return Err(io::Error::other(format!(
+                    "the committed index {index} was not flushed within {DURABLE_COMMIT_WAIT:?}"
+                )))
+            }
+        };
+        match state.failed {
+            Some(e) if state.mark < want => Err(io::Error::other(format!(
+                "flushing the committed index {index}: {e}"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -320,9 +398,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogIdOf<TypeConfig>>,
     ) -> Result<(), io::Error> {
-        // Not flushed here: it rides on the next append/vote flush. Losing the latest value only
-        // means replaying fewer entries at start-up; the committed entries themselves are durable.
-        self.put_meta(COMMITTED, &committed)
+        // Not waited for here: openraft's core task awaits this call before it hands the entries
+        // up to `committed` to apply, and a flush here would stall the core once per commit. But a
+        // restart re-applies only up to the committed index on disk, so a version published
+        // above it could go backwards after a crash (issue #12). Hence: write it, raise the
+        // flusher's mark (this index is on disk once a flush that starts after this point
+        // completes), and make sure such a flush comes; the state machine waits for it
+        // (`DurableCommit::covers`) before publishing. Under write load the appends' own flushes
+        // already cover it, and the nudge costs nothing.
+        //
+        // INVARIANT: the entries up to `committed` were written before it (openraft runs the
+        // append of an entry before the commit that covers it), so the flush that makes the index
+        // durable makes them durable too, and a restart finds every entry it must re-apply.
+        self.put_meta(COMMITTED, &committed)?;
+        self.flusher.mark_written(commit_mark(committed.as_ref()));
+        self.flusher.nudge();
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<TypeConfig>>, io::Error> {

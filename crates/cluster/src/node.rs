@@ -147,7 +147,8 @@ impl Node {
             use openraft::storage::RaftLogStorage;
             log.read_committed().await?.map(|l| l.index).unwrap_or(0)
         };
-        let sm = StateMachine::open(&opts.data_dir.join("snapshots"))?;
+        let sm = StateMachine::open(&opts.data_dir.join("snapshots"))?
+            .publishing_when_durable(log.durable_commit());
         let published = sm.published();
         let config = openraft::Config {
             cluster_name: "verdict".to_string(),

@@ -2,6 +2,10 @@
 //! batch's result atomically (arc-swap). It keeps no state on disk between snapshots: a restart loads
 //! the latest snapshot file and openraft replays the committed log tail after it.
 //!
+//! A batch is published only once the committed index covering it is on disk
+//! ([`DurableCommit`]): a restart re-applies up to that index, so no published version is ever
+//! taken back by a crash. Snapshot files are durable before anything they hold is published.
+//!
 //! Snapshot files are `snap-<index>.bin` in the snapshot directory: written to a temporary file,
 //! fsynced, renamed, and the directory fsynced, so a crash leaves either the old or the new file.
 
@@ -35,6 +39,7 @@ use verdict_engine::Snapshot;
 use crate::history::ChangeEvent;
 use crate::history::History;
 use crate::history::Since;
+use crate::log_store::DurableCommit;
 use crate::snapshot_file::decode_file;
 use crate::snapshot_file::decode_to_written_format;
 use crate::snapshot_file::encode_file;
@@ -138,6 +143,9 @@ pub struct StateMachine {
     last_applied: Option<LogIdOf<TypeConfig>>,
     last_membership: StoredMembershipOf<TypeConfig>,
     dir: PathBuf,
+    /// What a batch waits for before it is published; `None` publishes at once (openraft's
+    /// storage suite drives apply without committing first).
+    durable_commit: Option<DurableCommit>,
 }
 
 impl StateMachine {
@@ -149,6 +157,7 @@ impl StateMachine {
             last_applied: None,
             last_membership: StoredMembershipOf::<TypeConfig>::default(),
             dir: dir.to_path_buf(),
+            durable_commit: None,
         };
         if let Some(path) = newest_snapshot(dir)? {
             let bytes = fs::read(&path)?;
@@ -165,6 +174,12 @@ impl StateMachine {
             sm.last_membership = file.meta.last_membership;
         }
         Ok(sm)
+    }
+
+    /// Publishes each applied batch only once `commit` shows its last index committed on disk.
+    pub fn publishing_when_durable(mut self, commit: DurableCommit) -> Self {
+        self.durable_commit = Some(commit);
+        self
     }
 
     /// The published state, shared with the server.
@@ -331,6 +346,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if let Some(r) = responder {
                 responders.push((r, Response(outcome)));
             }
+        }
+        if let (Some(commit), Some(last)) = (&self.durable_commit, &self.last_applied) {
+            // Not before the commit is durable: a crash now would restart this node at the
+            // committed index on disk, below a version it had already shown (issue #12). Readers
+            // keep the previous snapshot meanwhile; clients wait for their answer.
+            commit.covers(last.index()).await?;
         }
         if let Some(next) = next {
             // Publish before answering: a client that is told "version N" can read N here at once.

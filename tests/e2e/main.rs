@@ -4,7 +4,7 @@
 //!
 //! Run with `cargo test --test e2e`. Set `VERDICT_E2E_LOG=debug` for more node logging (printed
 //! when a test fails), and `VERDICT_E2E_DURABILITY_ITERATIONS` / `VERDICT_E2E_DURABILITY_WRITES` to
-//! scale the crash test.
+//! scale the crash test, `VERDICT_E2E_VERSION_ROUNDS` for the kills of the version test.
 
 mod bad_input;
 mod batch;
@@ -19,4 +19,5 @@ mod no_panics;
 mod security;
 mod tls;
 mod tokens;
+mod versions;
 mod watch;

@@ -253,6 +253,7 @@ mod tests {
         use verdict_engine::revocation::Selector;
         use verdict_engine::Command;
         use verdict_engine::Outcome;
+        use verdict_engine::ParseCache;
         use verdict_engine::Snapshot;
         use verdict_engine::Write;
         let writes = [
@@ -281,7 +282,8 @@ mod tests {
             };
             let back: Write = decode(Kind::LogEntry, &encode(Kind::LogEntry, &write)?)?;
             assert_eq!(back, write);
-            assert_eq!(snap.apply_in_place(i as u64 + 1, &back), Outcome::Applied);
+            let applied = snap.apply_in_place(i as u64 + 1, &back, &ParseCache::new());
+            assert_eq!(applied.outcome, Outcome::Applied);
         }
         let state = snap.to_persisted();
         assert_eq!(state.tokens.revocations.marks.len(), 1);

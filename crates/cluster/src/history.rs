@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::Serialize;
+use verdict_engine::cedar_policy::EntityUid;
+use verdict_engine::Changed;
 use verdict_engine::Command;
+use verdict_engine::Effect;
 use verdict_engine::Outcome;
 
 /// At most this many ids are listed per change; more set `truncated`.
@@ -59,75 +62,42 @@ impl ChangeEvent {
         Self::empty(version, kind)
     }
 
-    /// The event for a write applied at `version` with `outcome`.
-    pub fn of_write(version: u64, command: &Command, outcome: &Outcome) -> Self {
+    /// The event for a write applied at `version`, from the change set its store reported.
+    pub fn of_write(version: u64, command: &Command, effect: &Effect) -> Self {
         let mut e = Self::empty(version, command.kind());
-        if !matches!(outcome, Outcome::Applied) {
+        if !matches!(effect.outcome, Outcome::Applied) {
             return e;
         }
+        // Key rotations, revocations and credential changes list no ids: the kind is the news
+        // (a PEP drops cached token introspections on `revoke`; credential hashes never leave).
         e.changed = true;
-        match command {
-            Command::PutPolicy { id, .. } | Command::DeletePolicy { id } => {
-                e.policies.push(id.clone());
+        let changes = &effect.changes;
+        match &changes.policies {
+            Changed::All => e.replaced_all = true,
+            Changed::Ids(ids) => {
+                e.truncated |= ids.len() > MAX_IDS_PER_EVENT;
+                e.policies = ids.iter().take(MAX_IDS_PER_EVENT).cloned().collect();
             }
-            Command::ReplacePoliciesText { .. } | Command::ReplacePoliciesMap { .. } => {
-                e.replaced_all = true;
-            }
-            Command::PutSchema { .. } | Command::DeleteSchema => e.schema = true,
-            Command::UpsertEntities { json } => {
-                let (uids, truncated) = uids_in(json);
-                e.entities = uids;
-                e.truncated = truncated;
-            }
-            Command::DeleteEntities { uids } => {
-                e.truncated = uids.len() > MAX_IDS_PER_EVENT;
-                e.entities = uids
-                    .iter()
-                    .take(MAX_IDS_PER_EVENT)
-                    .map(|(t, i)| uid_text(t, i))
-                    .collect();
-            }
-            Command::ReplaceEntities { .. } => e.replaced_all = true,
-            // The kind is the news: a PEP drops cached token introspections on `revoke`.
-            Command::RotateKeys { .. } | Command::Revoke { .. } => {}
-            // Likewise: a credential was created or revoked (ids only, never hashes).
-            Command::CreateCredential { .. }
-            | Command::RevokeCredential { .. }
-            | Command::BootstrapAdmin { .. } => {}
         }
+        match &changes.entities {
+            Changed::All => e.replaced_all = true,
+            Changed::Ids(uids) => {
+                e.truncated |= uids.len() > MAX_IDS_PER_EVENT;
+                e.entities = uids.iter().take(MAX_IDS_PER_EVENT).map(uid_text).collect();
+            }
+        }
+        e.schema = changes.schema;
         e
     }
 }
 
-fn uid_text(ty: &str, id: &str) -> String {
-    format!("{ty}::{}", serde_json::Value::String(id.to_string()))
-}
-
-/// The uids of an entity array (already validated before it was proposed), reading only `uid`.
-fn uids_in(json: &str) -> (Vec<String>, bool) {
-    #[derive(Deserialize)]
-    struct Uid {
-        #[serde(rename = "type")]
-        ty: String,
-        id: String,
-    }
-    #[derive(Deserialize)]
-    struct Only {
-        uid: Uid,
-    }
-    match serde_json::from_str::<Vec<Only>>(json) {
-        Ok(list) => {
-            let truncated = list.len() > MAX_IDS_PER_EVENT;
-            let uids = list
-                .iter()
-                .take(MAX_IDS_PER_EVENT)
-                .map(|o| uid_text(&o.uid.ty, &o.uid.id))
-                .collect();
-            (uids, truncated)
-        }
-        // Cedar also accepts `{"__entity": {…}}` uids; such writes list no ids but say so.
-        Err(_) => (Vec::new(), true),
-    }
+/// `Type::"id"`, the id quoted as a JSON string.
+fn uid_text(uid: &EntityUid) -> String {
+    format!(
+        "{}::{}",
+        uid.type_name(),
+        serde_json::Value::String(uid.id().unescaped().to_string())
+    )
 }
 
 /// The window of recent events.
@@ -204,6 +174,10 @@ impl History {
 
 #[cfg(test)]
 mod tests {
+    use verdict_engine::ParseCache;
+    use verdict_engine::Snapshot;
+    use verdict_engine::Write;
+
     use super::*;
 
     fn ev(v: u64) -> ChangeEvent {
@@ -240,20 +214,51 @@ mod tests {
         assert_eq!(versions(h.since(50, 10)), vec![51]);
     }
 
+    /// Applies `command` with idempotency key `key`; the event the state machine would record.
+    fn apply(snap: &mut Snapshot, version: u64, key: &str, command: Command) -> ChangeEvent {
+        let write = Write {
+            command,
+            if_match: None,
+            idempotency_key: Some(key.to_string()),
+            stamped_ms: 0,
+        };
+        let effect = snap.apply_in_place(version, &write, &ParseCache::new());
+        ChangeEvent::of_write(version, &write.command, &effect)
+    }
+
     #[test]
     fn write_events_name_what_changed() {
+        let mut snap = Snapshot::empty();
         let upsert = Command::UpsertEntities {
             json: r#"[{"uid":{"type":"User","id":"a\"b"},"attrs":{},"parents":[]}]"#.into(),
         };
-        let e = ChangeEvent::of_write(7, &upsert, &Outcome::Applied);
+        let e = apply(&mut snap, 1, "a", upsert);
         assert_eq!(e.entities, vec![r#"User::"a\"b""#.to_string()]);
         assert!(e.changed && !e.truncated);
         let put = Command::PutPolicy {
             id: "p1".into(),
-            cedar: String::new(),
+            cedar: "permit(principal, action, resource);".into(),
         };
-        let e = ChangeEvent::of_write(8, &put, &Outcome::Duplicate { version: 3 });
+        let e = apply(&mut snap, 2, "b", put.clone());
+        assert!(e.changed && e.policies == ["p1"]);
+        // The same idempotency key again: a duplicate changes nothing.
+        let e = apply(&mut snap, 3, "b", put);
         assert!(!e.changed && e.policies.is_empty());
         assert_eq!(e.kind, "put_policy");
+        // More ids than an event lists are cut, and say so.
+        let many: Vec<(String, String)> = (0..MAX_IDS_PER_EVENT + 1)
+            .map(|i| ("User".to_string(), i.to_string()))
+            .collect();
+        let json = serde_json::to_string(
+            &many
+                .iter()
+                .map(|(t, i)| serde_json::json!({"uid": {"type": t, "id": i}, "attrs": {}, "parents": []}))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let e = apply(&mut snap, 4, "c", Command::UpsertEntities { json });
+        assert!(e.truncated && e.entities.len() == MAX_IDS_PER_EVENT);
+        let e = apply(&mut snap, 5, "d", Command::DeleteEntities { uids: many });
+        assert!(e.truncated && e.entities.len() == MAX_IDS_PER_EVENT);
     }
 }

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use openraft::SnapshotPolicy;
 use verdict_engine::Outcome;
+use verdict_engine::ParseCache;
 use verdict_engine::Write;
 
 use crate::log_store::LogStore;
@@ -116,6 +117,8 @@ pub struct Status {
 pub struct Node {
     raft: Raft,
     published: Arc<Published>,
+    /// The state machine's parse cache, for checking writes before they are proposed.
+    parses: Arc<ParseCache>,
     id: NodeId,
     /// Asks other members for their reports (cluster status).
     forwarder: Forwarder,
@@ -150,6 +153,7 @@ impl Node {
         let sm = StateMachine::open(&opts.data_dir.join("snapshots"))?
             .publishing_when_durable(log.durable_commit());
         let published = sm.published();
+        let parses = sm.parse_cache();
         let config = openraft::Config {
             cluster_name: "verdict".to_string(),
             heartbeat_interval: 100,
@@ -201,6 +205,7 @@ impl Node {
             membership: Membership::new(raft.clone(), published.clone(), forwarder.clone()),
             raft,
             published,
+            parses,
             id: opts.node_id,
             forwarder,
             limits: opts.limits,
@@ -219,6 +224,12 @@ impl Node {
     /// The published snapshot and its change signal.
     pub fn published(&self) -> &Arc<Published> {
         &self.published
+    }
+
+    /// The state machine's parse cache: check a write with it before proposing, so apply reuses
+    /// the parse.
+    pub fn parse_cache(&self) -> &ParseCache {
+        &self.parses
     }
 
     /// The local Raft handle (for the peer service).

@@ -34,6 +34,7 @@ use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 use tokio::sync::watch;
 use verdict_engine::Outcome;
+use verdict_engine::ParseCache;
 use verdict_engine::Snapshot;
 
 use crate::history::ChangeEvent;
@@ -146,6 +147,9 @@ pub struct StateMachine {
     /// What a batch waits for before it is published; `None` publishes at once (openraft's
     /// storage suite drives apply without committing first).
     durable_commit: Option<DurableCommit>,
+    /// Policies parsed when this node checked a write before proposing it, for apply to reuse.
+    /// Owned here and lent to the node's write path ([`StateMachine::parse_cache`]).
+    parses: Arc<ParseCache>,
 }
 
 impl StateMachine {
@@ -158,6 +162,7 @@ impl StateMachine {
             last_membership: StoredMembershipOf::<TypeConfig>::default(),
             dir: dir.to_path_buf(),
             durable_commit: None,
+            parses: Arc::new(ParseCache::new()),
         };
         if let Some(path) = newest_snapshot(dir)? {
             let bytes = fs::read(&path)?;
@@ -185,6 +190,12 @@ impl StateMachine {
     /// The published state, shared with the server.
     pub fn published(&self) -> Arc<Published> {
         self.published.clone()
+    }
+
+    /// The parse cache apply reads: whoever checks a write on this node before proposing it
+    /// passes this cache to `Snapshot::check`.
+    pub fn parse_cache(&self) -> Arc<ParseCache> {
+        self.parses.clone()
     }
 }
 
@@ -321,9 +332,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let state = next.get_or_insert_with(|| (*self.published.load_full()).clone());
             let outcome = match &entry.payload {
                 EntryPayload::Normal(req) => {
-                    let outcome = state.apply_in_place(index, &req.0);
-                    events.push(ChangeEvent::of_write(index, &req.0.command, &outcome));
-                    outcome
+                    let effect = state.apply_in_place(index, &req.0, &self.parses);
+                    events.push(ChangeEvent::of_write(index, &req.0.command, &effect));
+                    effect.outcome
                 }
                 EntryPayload::Membership(m) => {
                     self.published.see_members(m.nodes().map(|(id, _)| *id));

@@ -10,6 +10,7 @@ use criterion::criterion_main;
 use criterion::Criterion;
 use serde_json::json;
 use verdict_engine::Command;
+use verdict_engine::ParseCache;
 use verdict_engine::Snapshot;
 
 fn million_entities() -> Snapshot {
@@ -48,11 +49,16 @@ fn bench(c: &mut Criterion) {
             })
         })
         .collect();
+    let parses = ParseCache::new();
     let mut n = 0u64;
     group.bench_function("policy_change_with_10000_policies", |b| {
         b.iter(|| {
             n += 1;
-            black_box(snap.apply(snap.version() + n, black_box(&writes[(n % 2) as usize])))
+            black_box(snap.apply(
+                snap.version() + n,
+                black_box(&writes[(n % 2) as usize]),
+                &parses,
+            ))
         })
     });
 
@@ -81,7 +87,11 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 n += 1;
-                black_box(snap.apply(snap.version() + 1, black_box(&upserts[n % upserts.len()])))
+                black_box(snap.apply(
+                    snap.version() + 1,
+                    black_box(&upserts[n % upserts.len()]),
+                    &parses,
+                ))
             })
         });
     }

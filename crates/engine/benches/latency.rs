@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use hdrhistogram::Histogram;
 use verdict_engine::Command;
 use verdict_engine::DecisionInput;
+use verdict_engine::ParseCache;
 use verdict_engine::Snapshot;
 
 const CALLS: usize = 400_000;
@@ -63,6 +64,7 @@ fn main() {
             let stop = stop.clone();
             let applied = applied.clone();
             std::thread::spawn(move || {
+                let parses = ParseCache::new();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
@@ -78,6 +80,7 @@ fn main() {
                             id: format!("churn-{}", n % 100),
                             cedar: text,
                         }),
+                        &parses,
                     );
                     current.store(Arc::new(next));
                     applied.fetch_add(1, Ordering::Relaxed);

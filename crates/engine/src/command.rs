@@ -1,13 +1,20 @@
 //! The writes that go through the Raft log. Each is plain data: texts are re-parsed in apply, so the
 //! log holds what the user sent and every node derives the same state from it.
+//!
+//! A command is executed by the one store that owns the data it changes ([`Command::execute`]):
+//! adding a command means a variant here, its name in [`Command::kind`], its arm in `execute`, and
+//! the store method that does the work.
 
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::change::ChangeSet;
 use crate::credential::Scope;
 use crate::error::EngineError;
 use crate::keyring::RotationPolicy;
 use crate::revocation::Selector;
+use crate::snapshot::Snapshot;
+use crate::store::WriteContext;
 
 /// One state change. Entity JSON travels as text because the log encoding (bincode) cannot carry
 /// self-describing JSON values.
@@ -133,6 +140,50 @@ impl Command {
             Self::CreateCredential { .. } => "create_credential",
             Self::RevokeCredential { .. } => "revoke_credential",
             Self::BootstrapAdmin { .. } => "bootstrap_admin",
+        }
+    }
+
+    /// Hands this command to the store that owns its data and answers what it changed. All or
+    /// nothing: on an error the state is as it was.
+    pub(crate) fn execute(
+        &self,
+        state: &mut Snapshot,
+        at: &WriteContext<'_>,
+    ) -> Result<ChangeSet, EngineError> {
+        match self {
+            Self::PutPolicy { id, cedar } => state.policies.put(id, cedar, at),
+            Self::DeletePolicy { id } => state.policies.delete(id, at),
+            Self::ReplacePoliciesText { cedar } => state.policies.replace_text(cedar, at),
+            Self::ReplacePoliciesMap { policies } => state.policies.replace_map(policies, at),
+            Self::PutSchema { text, json } => {
+                state.policies.put_schema(text, *json, &state.entities, at)
+            }
+            Self::DeleteSchema => state.policies.delete_schema(at),
+            Self::UpsertEntities { json } => {
+                let schema = state.policies.schema().map(|s| &s.schema);
+                state.entities.upsert(json, schema, at)
+            }
+            Self::DeleteEntities { uids } => state.entities.delete(uids, at),
+            Self::ReplaceEntities { json } => {
+                let schema = state.policies.schema().map(|s| &s.schema);
+                state.entities.replace(json, schema, at)
+            }
+            Self::RotateKeys {
+                material,
+                first_primary,
+                policy,
+            } => state
+                .tokens
+                .rotate(material, first_primary.as_ref(), policy, at),
+            Self::Revoke { events } => state.tokens.revoke(events, at),
+            Self::CreateCredential {
+                id,
+                name,
+                scopes,
+                hash,
+            } => state.credentials.create(id, name, scopes, hash, at),
+            Self::RevokeCredential { id } => state.credentials.revoke(id, at),
+            Self::BootstrapAdmin { hash } => state.credentials.bootstrap(hash, at),
         }
     }
 }

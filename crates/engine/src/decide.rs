@@ -238,9 +238,10 @@ impl Snapshot {
             resource.map(|r| &r.ancestors[..]).unwrap_or(empty),
         );
         let action_scope = (&input.action, &action_ancestors[..]);
-        let buckets = self
-            .index
-            .candidates(principal_scope, action_scope, resource_scope);
+        let buckets =
+            self.policies
+                .index()
+                .candidates(principal_scope, action_scope, resource_scope);
         if buckets.is_empty() {
             return Ok(self.no_match());
         }
@@ -358,7 +359,7 @@ impl Snapshot {
     /// The action's entity (closure recorded) and ancestors: from the schema when one is set, else
     /// from stored entities.
     fn action(&self, uid: &EntityUid) -> (Option<Arc<CoreEntity>>, Arc<[EntityUid]>) {
-        if let Some(schema) = &self.schema {
+        if let Some(schema) = self.policies.schema() {
             if let Some((e, anc)) = schema.actions.get(uid) {
                 return (Some(e.clone()), anc.clone());
             }

@@ -4,17 +4,17 @@
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::credential::Credentials;
 use crate::credential::PersistedCredentials;
-use crate::entity::parse_entities;
 use crate::error::EngineError;
 use crate::keyring::KeyRing;
 use crate::keyring::RotationPolicy;
-use crate::policy::parse_one;
 use crate::revocation::PersistedRevocations;
-use crate::revocation::Revocations;
-use crate::schema::parse_schema;
 use crate::snapshot::Snapshot;
+use crate::store::credentials::CredentialStore;
+use crate::store::entities::EntityStore;
+use crate::store::idempotency::Idempotency;
+use crate::store::policies::PolicyStore;
+use crate::store::tokens::TokenState;
 
 /// Everything needed to rebuild a [`Snapshot`]. Texts only, so the format does not depend on Cedar's
 /// internal types; no `serde(flatten)`, so bincode can carry it. Its field order is part of the
@@ -98,89 +98,29 @@ impl From<PersistedStateV1> for PersistedState {
 }
 
 impl Snapshot {
-    /// The persisted form of this snapshot.
+    /// The persisted form of this snapshot: each store writes its own part.
     pub fn to_persisted(&self) -> PersistedState {
-        let mut entities: Vec<(String, u64)> = self
-            .entities
-            .values()
-            .map(|e| (e.json.to_string(), e.version))
-            .collect();
-        entities.sort();
-        PersistedState {
+        let mut out = PersistedState {
             version: self.version,
-            policies: self
-                .policies
-                .values()
-                .map(|p| (p.id.clone(), p.text.clone(), p.version))
-                .collect(),
-            policies_version: self.policies_version,
-            schema: self
-                .schema
-                .as_ref()
-                .map(|s| (s.text.clone(), s.json, s.version)),
-            schema_version: self.schema_version,
-            entities,
-            entities_version: self.entities_version,
-            idempotency: self
-                .idempotency_by_time
-                .keys()
-                .filter_map(|(t, k)| self.idempotency.get(k).map(|v| (k.clone(), *v, *t)))
-                .collect(),
-            tokens: PersistedTokens {
-                keys: (*self.keys).clone(),
-                policy: self.token_policy,
-                max_token_lifetime_ms: self.max_token_lifetime_ms,
-                revocations: self.revocations.to_persisted(),
-            },
-            credentials: self.credentials.to_persisted(),
-        }
+            ..PersistedState::default()
+        };
+        self.policies.save(&mut out);
+        self.entities.save(&mut out);
+        self.idempotency.save(&mut out);
+        self.tokens.save(&mut out);
+        self.credentials.save(&mut out);
+        out
     }
 
-    /// Rebuilds a snapshot from its persisted form.
+    /// Rebuilds a snapshot from its persisted form: each store reads its own part.
     pub fn from_persisted(p: &PersistedState) -> Result<Snapshot, EngineError> {
-        let policies = p
-            .policies
-            .iter()
-            .map(|(id, text, v)| parse_one(id, text, *v))
-            .collect::<Result<Vec<_>, _>>()?;
-        let schema = p
-            .schema
-            .as_ref()
-            .map(|(text, json, v)| parse_schema(text, *json, *v))
-            .transpose()?;
-        let mut entities = Vec::with_capacity(p.entities.len());
-        for (json, v) in &p.entities {
-            let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
-                EngineError::new(
-                    crate::ErrorCode::EntityInvalid,
-                    format!("snapshot entity: {e}"),
-                )
-            })?;
-            let parsed = parse_entities(&serde_json::Value::Array(vec![value]), None)?;
-            for e in parsed {
-                entities.push((e, *v));
-            }
-        }
-        let mut s = Snapshot::empty();
-        // Each policy keeps the version it was written at; the set's version is restored here.
-        s.replace_policies(policies, p.policies_version);
-        s.schema = schema.map(std::sync::Arc::new);
-        s.schema_version = p.schema_version;
-        // Upserts in any order give the same closures: a parent arriving later propagates down.
-        for (e, v) in entities {
-            s.upsert_entity(e, v)?;
-        }
-        s.entities_version = p.entities_version;
-        for (key, v, t) in &p.idempotency {
-            s.idempotency.insert(key.clone(), *v);
-            s.idempotency_by_time.insert((*t, key.clone()), ());
-        }
-        s.keys = std::sync::Arc::new(p.tokens.keys.clone());
-        s.token_policy = p.tokens.policy;
-        s.max_token_lifetime_ms = p.tokens.max_token_lifetime_ms;
-        s.revocations = Revocations::from_persisted(&p.tokens.revocations);
-        s.credentials = std::sync::Arc::new(Credentials::from_persisted(&p.credentials));
-        s.version = p.version;
-        Ok(s)
+        Ok(Snapshot {
+            version: p.version,
+            policies: PolicyStore::load(p)?,
+            entities: EntityStore::load(p)?,
+            tokens: TokenState::load(p),
+            credentials: CredentialStore::load(p),
+            idempotency: Idempotency::load(p),
+        })
     }
 }

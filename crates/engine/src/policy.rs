@@ -155,49 +155,16 @@ impl StoredPolicy {
     }
 }
 
-/// Parses the Cedar text of exactly one static policy under the given id.
-///
-/// A leader parses each policy write twice: when it checks the write before proposing it and when
-/// it applies the committed entry. Parses made inside [`remembering_parses`] (the check) are
-/// remembered (see [`ParseMemo`]), so the second is a lookup; the result is the same policy,
-/// stamped with this `version`. Followers never check, so they only pay for a miss.
+/// Parses the Cedar text of exactly one static policy under the given id. Writes go through
+/// [`crate::parse_cache::ParseCache`], which calls this on a miss.
 pub fn parse_one(id: &str, text: &str, version: u64) -> Result<Arc<StoredPolicy>, EngineError> {
     check_policy_id(id)?;
     check_size(id, text)?;
     crate::limits::check_nesting(text, "the policy text")?;
-    if let Some(hit) = ParseMemo::take(id, text) {
-        let mut policy = Arc::try_unwrap(hit).unwrap_or_else(|shared| (*shared).clone());
-        policy.version = version;
-        return Ok(Arc::new(policy));
-    }
-    let parsed = parse_one_uncached(id, text, version)?;
-    if REMEMBER.with(std::cell::Cell::get) {
-        ParseMemo::put(&parsed);
-    }
-    Ok(parsed)
+    parse_checked(id, text, version)
 }
 
-thread_local! {
-    static REMEMBER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` with the policies it parses remembered for a later `parse_one` of the same text.
-pub(crate) fn remembering_parses<T>(f: impl FnOnce() -> T) -> T {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            REMEMBER.with(|r| r.set(self.0));
-        }
-    }
-    let _reset = Reset(REMEMBER.with(|r| r.replace(true)));
-    f()
-}
-
-fn parse_one_uncached(
-    id: &str,
-    text: &str,
-    version: u64,
-) -> Result<Arc<StoredPolicy>, EngineError> {
+fn parse_checked(id: &str, text: &str, version: u64) -> Result<Arc<StoredPolicy>, EngineError> {
     // The common case, one static policy, parsed straight into a `Policy`: no set is built.
     // Anything else (a syntax error, several policies, a template) takes the set path below,
     // whose errors say precisely what was wrong.
@@ -271,14 +238,15 @@ pub fn parse_set(text: &str, version: u64) -> Result<Vec<Arc<StoredPolicy>>, Eng
     Ok(out)
 }
 
-/// Parses the JSON map form `{"id": "cedar", …}` of a whole set.
+/// Parses the JSON map form `{"id": "cedar", …}` of a whole set, each policy with `parse` (e.g.
+/// [`parse_one`], or through a parse cache).
 pub fn parse_map(
     map: &[(String, String)],
-    version: u64,
+    mut parse: impl FnMut(&str, &str) -> Result<Arc<StoredPolicy>, EngineError>,
 ) -> Result<Vec<Arc<StoredPolicy>>, EngineError> {
     let mut out = map
         .iter()
-        .map(|(id, text)| parse_one(id, text, version))
+        .map(|(id, text)| parse(id, text))
         .collect::<Result<Vec<_>, _>>()?;
     out.sort_by(|a, b| a.id.cmp(&b.id));
     if let Some(w) = out.windows(2).find(|w| w[0].id == w[1].id) {
@@ -310,65 +278,6 @@ fn template_error(id: &str) -> EngineError {
             "policy {id} is a template (it uses `?principal` or `?resource`); Verdict stores static policies only"
         ),
     )
-}
-
-/// Recent single-policy parses, keyed by text, bounded by count and bytes, evicted oldest first.
-/// Parsing is a pure function of `(id, text)`, so a hit gives exactly what a parse would; only
-/// the version is re-stamped. The lock is taken on write paths only, never by decisions.
-#[derive(Default)]
-struct ParseMemo {
-    by_text: std::collections::HashMap<String, Arc<StoredPolicy>>,
-    order: std::collections::VecDeque<String>,
-    bytes: usize,
-}
-
-/// At most this many parses are remembered (a leader needs only those between check and apply).
-const MEMO_ENTRIES: usize = 4096;
-/// And at most this many bytes of policy text.
-const MEMO_BYTES: usize = 8 * 1024 * 1024;
-
-static MEMO: std::sync::LazyLock<std::sync::Mutex<ParseMemo>> =
-    std::sync::LazyLock::new(Default::default);
-
-impl ParseMemo {
-    /// Removes and returns the parse of `text` if it was made under `id`: each check's parse
-    /// serves one apply, which keeps the memo small.
-    fn take(id: &str, text: &str) -> Option<Arc<StoredPolicy>> {
-        let mut memo = MEMO.lock().ok()?;
-        if memo.by_text.get(text)?.id != id {
-            return None;
-        }
-        let hit = memo.by_text.remove(text)?;
-        memo.bytes = memo.bytes.saturating_sub(text.len());
-        Some(hit)
-    }
-
-    fn put(policy: &Arc<StoredPolicy>) {
-        let Ok(mut memo) = MEMO.lock() else {
-            return;
-        };
-        let size = policy.text.len();
-        if size > MEMO_BYTES / 16 {
-            return;
-        }
-        if let Some(slot) = memo.by_text.get_mut(&policy.text) {
-            *slot = policy.clone();
-            return;
-        }
-        // `order` may still name texts already taken; evicting one of those (or a newer parse of
-        // the same text) costs at most a second parse.
-        while memo.order.len() >= MEMO_ENTRIES || memo.bytes + size > MEMO_BYTES {
-            let Some(old) = memo.order.pop_front() else {
-                break;
-            };
-            if memo.by_text.remove(&old).is_some() {
-                memo.bytes = memo.bytes.saturating_sub(old.len());
-            }
-        }
-        memo.by_text.insert(policy.text.clone(), policy.clone());
-        memo.order.push_back(policy.text.clone());
-        memo.bytes += size;
-    }
 }
 
 #[cfg(test)]
@@ -427,24 +336,5 @@ mod tests {
         assert_eq!(ids, vec!["a", "policy1"]);
         let dup = "@id(\"a\") permit(principal, action, resource); @id(\"a\") forbid(principal, action, resource);";
         assert!(parse_set(dup, 1).is_err());
-    }
-
-    #[test]
-    fn a_remembered_parse_is_the_same_policy_with_its_own_version_and_id() {
-        let text = r#"@obligation("log") permit(principal == User::"memo", action, resource);"#;
-        let first = remembering_parses(|| parse_one("memo-a", text, 5)).unwrap();
-        let again = parse_one("memo-a", text, 9).unwrap();
-        // Taken by its first use: the next parse of the text parses again, to the same result.
-        assert!(ParseMemo::take("memo-a", text).is_none());
-        assert_eq!((first.version, again.version), (5, 9));
-        assert_eq!(again.obligations, vec!["log".to_string()]);
-        assert_eq!(again.policy.to_string(), first.policy.to_string());
-        // The same text under another id is that id's policy, not the remembered one.
-        let other = parse_one("memo-b", text, 10).unwrap();
-        assert_eq!(other.id, "memo-b");
-        assert_eq!(other.policy.id().to_string(), "memo-b");
-        // A parse that fails is never remembered as a success.
-        assert!(parse_one("memo-c", "permit(", 11).is_err());
-        assert!(parse_one("memo-c", "permit(", 12).is_err());
     }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use serde_json::Value;
 use verdict_engine::Command;
 use verdict_engine::DecisionInput;
+use verdict_engine::ParseCache;
 use verdict_engine::Snapshot;
 use verdict_engine::Write;
 
@@ -198,15 +199,15 @@ proptest! {
         on_worker_stack(move || {
             let mut snap = Snapshot::empty();
             if with_schema {
-                let (s, _) = snap.apply(1, &write(Command::PutSchema { text: SCHEMA.into(), json: false }));
+                let (s, _) = snap.apply(1, &write(Command::PutSchema { text: SCHEMA.into(), json: false }), &ParseCache::new());
                 snap = s;
             }
             let one = write(Command::PutPolicy { id: "p".into(), cedar: text.clone() });
-            let _ = snap.check(&one);
-            let (after, _) = snap.apply(2, &one);
-            let _ = after.apply(3, &write(Command::ReplacePoliciesText { cedar: text.clone() }));
-            let _ = snap.apply(3, &write(Command::PutSchema { text: text.clone(), json: false }));
-            let _ = snap.apply(3, &write(Command::PutSchema { text, json: true }));
+            let _ = snap.check(&one, &ParseCache::new());
+            let (after, _) = snap.apply(2, &one, &ParseCache::new());
+            let _ = after.apply(3, &write(Command::ReplacePoliciesText { cedar: text.clone() }), &ParseCache::new());
+            let _ = snap.apply(3, &write(Command::PutSchema { text: text.clone(), json: false }), &ParseCache::new());
+            let _ = snap.apply(3, &write(Command::PutSchema { text, json: true }), &ParseCache::new());
             // Whatever was accepted must also evaluate.
             if let Ok(input) = DecisionInput::from_authzen(
                 Some(&json!({"type": "User", "id": "alice", "properties": {"level": 5, "ext": false}})),
@@ -228,13 +229,13 @@ proptest! {
         on_worker_stack(move || {
             let mut snap = Snapshot::empty();
             if with_schema {
-                let (s, _) = snap.apply(1, &write(Command::PutSchema { text: SCHEMA.into(), json: false }));
+                let (s, _) = snap.apply(1, &write(Command::PutSchema { text: SCHEMA.into(), json: false }), &ParseCache::new());
                 snap = s;
             }
             let upsert = write(Command::UpsertEntities { json: text.clone() });
-            let _ = snap.check(&upsert);
-            let (after, _) = snap.apply(2, &upsert);
-            let _ = after.apply(3, &write(Command::ReplaceEntities { json: text }));
+            let _ = snap.check(&upsert, &ParseCache::new());
+            let (after, _) = snap.apply(2, &upsert, &ParseCache::new());
+            let _ = after.apply(3, &write(Command::ReplaceEntities { json: text }), &ParseCache::new());
             let _ = after.to_persisted();
         });
     }
@@ -249,7 +250,7 @@ proptest! {
         on_worker_stack(move || {
             let (snap, _) = Snapshot::empty().apply(1, &write(Command::ReplacePoliciesText {
                 cedar: SEEDS.join("\n"),
-            }));
+            }), &ParseCache::new());
             for (s, a, r) in [
                 (&subject, &action, &resource),
                 (&json!({"type": "User", "id": "alice", "properties": context.clone()}),
@@ -272,6 +273,7 @@ fn deep_nesting_is_refused_everywhere_without_overflowing() {
         let deep =
             |open: &str, close: &str, n: usize| format!("{}1{}", open.repeat(n), close.repeat(n));
         let snap = Snapshot::empty();
+        let parses = ParseCache::new();
         for n in [33, 200, 100_000] {
             for (open, close) in [("(", ")"), ("[", "]"), ("{a:", "}")] {
                 let policy = format!(
@@ -279,10 +281,13 @@ fn deep_nesting_is_refused_everywhere_without_overflowing() {
                     deep(open, close, n)
                 );
                 let e = snap
-                    .check(&write(Command::PutPolicy {
-                        id: "p".into(),
-                        cedar: policy.clone(),
-                    }))
+                    .check(
+                        &write(Command::PutPolicy {
+                            id: "p".into(),
+                            cedar: policy.clone(),
+                        }),
+                        &parses,
+                    )
                     .expect_err("refused");
                 // The per-policy size limit may speak first for the longest.
                 assert!(
@@ -291,7 +296,10 @@ fn deep_nesting_is_refused_everywhere_without_overflowing() {
                     e.detail
                 );
                 assert!(snap
-                    .check(&write(Command::ReplacePoliciesText { cedar: policy }))
+                    .check(
+                        &write(Command::ReplacePoliciesText { cedar: policy }),
+                        &parses
+                    )
                     .is_err());
             }
             let entity = format!(
@@ -299,7 +307,7 @@ fn deep_nesting_is_refused_everywhere_without_overflowing() {
                 deep("[", "]", n)
             );
             let e = snap
-                .check(&write(Command::UpsertEntities { json: entity }))
+                .check(&write(Command::UpsertEntities { json: entity }), &parses)
                 .expect_err("refused");
             assert!(e.detail.contains("deep"), "{}", e.detail);
             let schema = format!(
@@ -308,10 +316,13 @@ fn deep_nesting_is_refused_everywhere_without_overflowing() {
                 "}".repeat(n)
             );
             assert!(snap
-                .check(&write(Command::PutSchema {
-                    text: schema,
-                    json: false
-                }))
+                .check(
+                    &write(Command::PutSchema {
+                        text: schema,
+                        json: false
+                    }),
+                    &parses
+                )
                 .is_err());
         }
         // The deepest accepted policy evaluates on this stack.
@@ -320,14 +331,15 @@ fn deep_nesting_is_refused_everywhere_without_overflowing() {
             "(".repeat(30),
             ")".repeat(30)
         );
-        let (after, outcome) = snap.apply(
+        let (after, effect) = snap.apply(
             1,
             &write(Command::PutPolicy {
                 id: "p".into(),
                 cedar: ok,
             }),
+            &parses,
         );
-        assert_eq!(outcome, verdict_engine::Outcome::Applied);
+        assert_eq!(effect.outcome, verdict_engine::Outcome::Applied);
         let input = DecisionInput::from_authzen(
             Some(&json!({"type": "User", "id": "a"})),
             Some(&json!({"name": "view"})),

@@ -17,6 +17,7 @@ use serde_json::json;
 use verdict_engine::Command;
 use verdict_engine::DecisionInput;
 use verdict_engine::Outcome;
+use verdict_engine::ParseCache;
 use verdict_engine::Snapshot;
 use verdict_engine::Write;
 
@@ -131,6 +132,7 @@ proptest! {
     #[test]
     fn snapshot_matches_models(ops in prop::collection::vec(op(), 1..40), in_place in any::<bool>()) {
         let mut snap = Snapshot::empty();
+        let parses = ParseCache::new();
         let mut entities: BTreeMap<u8, (Vec<u8>, i64)> = BTreeMap::new();
         let mut policies: BTreeMap<u8, String> = BTreeMap::new();
         for (i, op) in ops.iter().enumerate() {
@@ -171,10 +173,11 @@ proptest! {
             // match the models.
             let (next, outcome) = if in_place {
                 let mut next = snap.clone();
-                let outcome = next.apply_in_place(version, &write(cmd));
-                (next, outcome)
+                let effect = next.apply_in_place(version, &write(cmd), &parses);
+                (next, effect.outcome)
             } else {
-                snap.apply(version, &write(cmd))
+                let (next, effect) = snap.apply(version, &write(cmd), &parses);
+                (next, effect.outcome)
             };
             prop_assert_eq!(next.version(), version);
             prop_assert_eq!(matches!(outcome, Outcome::Applied), expect_ok, "{:?} -> {:?}", op, outcome);
@@ -244,9 +247,10 @@ proptest! {
                 Op::DeletePolicy { slot } => Command::DeletePolicy { id: format!("p{slot}") },
             };
             let w = write(cmd);
-            let outcome = in_place.apply_in_place(i as u64 + 1, &w);
-            let (next, expected) = snap.apply(i as u64 + 1, &w);
-            prop_assert_eq!(outcome, expected);
+            let parses = ParseCache::new();
+            let effect = in_place.apply_in_place(i as u64 + 1, &w, &parses);
+            let (next, expected) = snap.apply(i as u64 + 1, &w, &parses);
+            prop_assert_eq!(effect, expected);
             snap = next;
             prop_assert_eq!(in_place.to_persisted(), snap.to_persisted());
         }

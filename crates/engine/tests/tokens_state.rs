@@ -11,6 +11,7 @@ use verdict_engine::token::IssueRequest;
 use verdict_engine::Command;
 use verdict_engine::ErrorCode;
 use verdict_engine::Outcome;
+use verdict_engine::ParseCache;
 use verdict_engine::Snapshot;
 use verdict_engine::Write;
 
@@ -34,7 +35,8 @@ fn rotate(n: u8, first: bool) -> Command {
 }
 
 fn apply(snap: &mut Snapshot, version: u64, command: Command, at: u64) -> Outcome {
-    snap.apply_in_place(version, &write(command, at))
+    snap.apply_in_place(version, &write(command, at), &ParseCache::new())
+        .outcome
 }
 
 fn facts(c: &token::Claims) -> TokenFacts<'_> {

@@ -193,11 +193,17 @@ impl AppState {
         // (checking it here could refuse a write that holds on the leader).
         let is_leader = self.node.is_leader();
         let checked = if is_leader || write.if_match.is_none() {
-            self.node.published().load().check(&write)
+            self.node
+                .published()
+                .load()
+                .check(&write, self.node.parse_cache())
         } else {
             let mut unconditional = write.clone();
             unconditional.if_match = None;
-            self.node.published().load().check(&unconditional)
+            self.node
+                .published()
+                .load()
+                .check(&unconditional, self.node.parse_cache())
         };
         match checked {
             Ok(Some(first)) => return Ok(first),

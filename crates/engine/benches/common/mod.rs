@@ -11,6 +11,7 @@ use serde_json::Value;
 use verdict_engine::Command;
 use verdict_engine::DecisionInput;
 use verdict_engine::Outcome;
+use verdict_engine::ParseCache;
 use verdict_engine::Snapshot;
 use verdict_engine::Write;
 use verdict_fixtures::surfconext;
@@ -26,8 +27,8 @@ pub fn write(command: Command) -> Write {
 }
 
 pub fn apply(snap: &Snapshot, command: Command) -> Snapshot {
-    let (next, outcome) = snap.apply(snap.version() + 1, &write(command));
-    assert_eq!(outcome, Outcome::Applied);
+    let (next, effect) = snap.apply(snap.version() + 1, &write(command), &ParseCache::new());
+    assert_eq!(effect.outcome, Outcome::Applied);
     next
 }
 

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde::Serialize;
 use verdict_engine::cedar_policy::EntityUid;
+use verdict_engine::AppliedWrite;
 use verdict_engine::Changed;
 use verdict_engine::Command;
-use verdict_engine::Effect;
 use verdict_engine::Outcome;
 
 /// At most this many ids are listed per change; more set `truncated`.
@@ -63,7 +63,7 @@ impl ChangeEvent {
     }
 
     /// The event for a write applied at `version`, from the change set its store reported.
-    pub fn of_write(version: u64, command: &Command, effect: &Effect) -> Self {
+    pub fn of_write(version: u64, command: &Command, effect: &AppliedWrite) -> Self {
         let mut e = Self::empty(version, command.kind());
         if !matches!(effect.outcome, Outcome::Applied) {
             return e;

@@ -3,8 +3,6 @@
 
 use cedar_policy::EntityUid;
 
-use crate::command::Outcome;
-
 /// The ids of one kind of data that a write changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changed<T> {
@@ -49,24 +47,5 @@ impl ChangeSet {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
-    }
-}
-
-/// What applying one write did: its outcome for the writer and what changed for everyone else.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Effect {
-    /// Applied, a duplicate or rejected.
-    pub outcome: Outcome,
-    /// What changed; empty unless the outcome is [`Outcome::Applied`].
-    pub changes: ChangeSet,
-}
-
-impl Effect {
-    /// An outcome that changed nothing (a duplicate or a refusal).
-    pub fn unchanged(outcome: Outcome) -> Self {
-        Self {
-            outcome,
-            changes: ChangeSet::default(),
-        }
     }
 }

@@ -13,8 +13,8 @@ use crate::credential::Scope;
 use crate::error::EngineError;
 use crate::keyring::RotationPolicy;
 use crate::revocation::Selector;
-use crate::snapshot::Snapshot;
-use crate::store::WriteContext;
+use crate::store::context::WriteContext;
+use crate::store::Stores;
 
 /// One state change. Entity JSON travels as text because the log encoding (bincode) cannot carry
 /// self-describing JSON values.
@@ -147,7 +147,7 @@ impl Command {
     /// nothing: on an error the state is as it was.
     pub(crate) fn execute(
         &self,
-        state: &mut Snapshot,
+        state: &mut Stores,
         at: &WriteContext<'_>,
     ) -> Result<ChangeSet, EngineError> {
         match self {
@@ -174,7 +174,7 @@ impl Command {
                 policy,
             } => state
                 .tokens
-                .rotate(material, first_primary.as_ref(), policy, at),
+                .rotate(material.0, first_primary.map(|m| m.0), policy, at),
             Self::Revoke { events } => state.tokens.revoke(events, at),
             Self::CreateCredential {
                 id,
@@ -213,4 +213,23 @@ pub enum Outcome {
     },
     /// The write was refused; the state is unchanged.
     Rejected(EngineError),
+}
+
+/// What applying one write did: its outcome for the writer and what changed for everyone else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedWrite {
+    /// Applied, a duplicate or rejected.
+    pub outcome: Outcome,
+    /// What changed; empty unless the outcome is [`Outcome::Applied`].
+    pub changes: ChangeSet,
+}
+
+impl AppliedWrite {
+    /// An outcome that changed nothing (a duplicate or a refusal).
+    pub fn unchanged(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            changes: ChangeSet::default(),
+        }
+    }
 }

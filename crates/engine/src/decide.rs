@@ -224,8 +224,8 @@ impl Snapshot {
     /// Decides one request. Reads only this snapshot: no I/O, no locks, no state rebuilt. Cost grows
     /// with the number of candidate policies and the request's ancestors, not with the store.
     pub fn decide(&self, input: &DecisionInput) -> Result<Decision, EngineError> {
-        let principal = self.entities.get(&input.principal);
-        let resource = self.entities.get(&input.resource);
+        let principal = self.stores.entities.get(&input.principal);
+        let resource = self.stores.entities.get(&input.resource);
         let (action_entity, action_ancestors) = self.action(&input.action);
 
         let empty: &[EntityUid] = &[];
@@ -239,7 +239,8 @@ impl Snapshot {
         );
         let action_scope = (&input.action, &action_ancestors[..]);
         let buckets =
-            self.policies
+            self.stores
+                .policies
                 .index()
                 .candidates(principal_scope, action_scope, resource_scope);
         if buckets.is_empty() {
@@ -359,12 +360,12 @@ impl Snapshot {
     /// The action's entity (closure recorded) and ancestors: from the schema when one is set, else
     /// from stored entities.
     fn action(&self, uid: &EntityUid) -> (Option<Arc<CoreEntity>>, Arc<[EntityUid]>) {
-        if let Some(schema) = self.policies.schema() {
+        if let Some(schema) = self.stores.policies.schema() {
             if let Some((e, anc)) = schema.actions.get(uid) {
                 return (Some(e.clone()), anc.clone());
             }
         }
-        match self.entities.get(uid) {
+        match self.stores.entities.get(uid) {
             Some(e) => (Some(e.closed.clone()), e.ancestors.clone()),
             None => (None, Arc::from(Vec::new())),
         }
@@ -410,7 +411,7 @@ impl Snapshot {
         }
         for stored in [principal, resource].into_iter().flatten() {
             for a in stored.ancestors.iter() {
-                if let Some(anc) = self.entities.get(a) {
+                if let Some(anc) = self.stores.entities.get(a) {
                     if anc.closed.attrs_len() > 0 || anc.closed.tags_len() > 0 {
                         add(anc.closed.clone(), &mut out);
                     }

@@ -2,7 +2,7 @@
 //!
 //! Layout:
 //! - [`snapshot`]: the immutable, versioned [`Snapshot`]: a version and one store per concept, with
-//!   `check`, `apply` and `apply_in_place` (a write → the next state and its [`Effect`]).
+//!   `check`, `apply` and `apply_in_place` (a write → the next state and its [`AppliedWrite`]).
 //! - [`store`]: the stores, each owning its data and executing the commands that change it:
 //!   [`store::policies`] (policies, scope index, schema), [`store::entities`] (entities and their
 //!   ancestor closure), [`store::tokens`] (key ring and revocations), [`store::credentials`],
@@ -55,7 +55,7 @@ pub mod value;
 
 pub use change::ChangeSet;
 pub use change::Changed;
-pub use change::Effect;
+pub use command::AppliedWrite;
 pub use command::Command;
 pub use command::Outcome;
 pub use command::Write;

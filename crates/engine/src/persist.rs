@@ -5,21 +5,15 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use crate::credential::PersistedCredentials;
-use crate::error::EngineError;
 use crate::keyring::KeyRing;
 use crate::keyring::RotationPolicy;
 use crate::revocation::PersistedRevocations;
-use crate::snapshot::Snapshot;
-use crate::store::credentials::CredentialStore;
-use crate::store::entities::EntityStore;
-use crate::store::idempotency::Idempotency;
-use crate::store::policies::PolicyStore;
-use crate::store::tokens::TokenState;
 
-/// Everything needed to rebuild a [`Snapshot`]. Texts only, so the format does not depend on Cedar's
-/// internal types; no `serde(flatten)`, so bincode can carry it. Its field order is part of the
-/// snapshot format (the cluster crate's `snapshot_file`): adding, removing or moving a field is a
-/// new snapshot format number there, with a reader for the old one.
+/// Everything needed to rebuild a [`crate::Snapshot`] (`Snapshot::to_persisted` and
+/// `from_persisted`, where each store writes and reads its own part). Texts only, so the format
+/// does not depend on Cedar's internal types; no `serde(flatten)`, so bincode can carry it. Its
+/// field order is part of the snapshot format (the cluster crate's `snapshot_file`): adding,
+/// removing or moving a field is a new snapshot format number there, with a reader for the old one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistedState {
     /// The snapshot version.
@@ -94,33 +88,5 @@ impl From<PersistedStateV1> for PersistedState {
             tokens: PersistedTokens::default(),
             credentials: PersistedCredentials::default(),
         }
-    }
-}
-
-impl Snapshot {
-    /// The persisted form of this snapshot: each store writes its own part.
-    pub fn to_persisted(&self) -> PersistedState {
-        let mut out = PersistedState {
-            version: self.version,
-            ..PersistedState::default()
-        };
-        self.policies.save(&mut out);
-        self.entities.save(&mut out);
-        self.idempotency.save(&mut out);
-        self.tokens.save(&mut out);
-        self.credentials.save(&mut out);
-        out
-    }
-
-    /// Rebuilds a snapshot from its persisted form: each store reads its own part.
-    pub fn from_persisted(p: &PersistedState) -> Result<Snapshot, EngineError> {
-        Ok(Snapshot {
-            version: p.version,
-            policies: PolicyStore::load(p)?,
-            entities: EntityStore::load(p)?,
-            tokens: TokenState::load(p),
-            credentials: CredentialStore::load(p),
-            idempotency: Idempotency::load(p),
-        })
     }
 }

@@ -156,7 +156,7 @@ impl StoredPolicy {
 }
 
 /// Parses the Cedar text of exactly one static policy under the given id. Writes go through
-/// [`crate::parse_cache::ParseCache`], which calls this on a miss.
+/// the parse cache, which calls this on a miss.
 pub fn parse_one(id: &str, text: &str, version: u64) -> Result<Arc<StoredPolicy>, EngineError> {
     check_policy_id(id)?;
     check_size(id, text)?;

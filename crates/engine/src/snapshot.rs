@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use cedar_policy::EntityUid;
 
-use crate::change::Effect;
+use crate::command::AppliedWrite;
 use crate::command::Outcome;
 use crate::command::Write;
 use crate::credential::Credentials;
@@ -18,16 +18,18 @@ use crate::error::EngineError;
 use crate::keyring::KeyRing;
 use crate::keyring::RotationPolicy;
 use crate::parse_cache::ParseCache;
+use crate::persist::PersistedState;
 use crate::policy::StoredPolicy;
 use crate::revocation::Revocations;
 use crate::schema::StoredSchema;
+use crate::store::context::Mode;
+use crate::store::context::WriteContext;
 use crate::store::credentials::CredentialStore;
 use crate::store::entities::EntityStore;
 use crate::store::idempotency::Idempotency;
 use crate::store::policies::PolicyStore;
 use crate::store::tokens::TokenState;
-use crate::store::Mode;
-use crate::store::WriteContext;
+use crate::store::Stores;
 use crate::token::Claims;
 
 pub use crate::store::idempotency::IDEMPOTENCY_WINDOW_MS;
@@ -40,14 +42,8 @@ pub use crate::store::tokens::MAX_REVOCATIONS_PER_WRITE;
 pub struct Snapshot {
     /// The log index this state reflects.
     pub(crate) version: u64,
-    /// Policies, their scope index and the schema.
-    pub(crate) policies: PolicyStore,
-    /// Entities and their ancestor closure.
-    pub(crate) entities: EntityStore,
-    /// The token key ring and revocations.
-    pub(crate) tokens: TokenState,
-    /// API credentials.
-    pub(crate) credentials: CredentialStore,
+    /// Policies, entities, tokens and credentials: what commands change.
+    pub(crate) stores: Stores,
     /// Idempotency keys of writes applied recently.
     pub(crate) idempotency: Idempotency,
 }
@@ -56,9 +52,9 @@ impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Snapshot")
             .field("version", &self.version)
-            .field("policies", &self.policies.len())
-            .field("entities", &self.entities.len())
-            .field("schema", &self.policies.schema().is_some())
+            .field("policies", &self.stores.policies.len())
+            .field("entities", &self.stores.entities.len())
+            .field("schema", &self.stores.policies.schema().is_some())
             .finish()
     }
 }
@@ -103,7 +99,12 @@ impl Snapshot {
     /// Derives the state after the log entry at `version`. Deterministic and infallible: a write that
     /// is invalid against this state is rejected in the outcome and leaves the state unchanged (only
     /// the version advances).
-    pub fn apply(&self, version: u64, write: &Write, parses: &ParseCache) -> (Snapshot, Effect) {
+    pub fn apply(
+        &self,
+        version: u64,
+        write: &Write,
+        parses: &ParseCache,
+    ) -> (Snapshot, AppliedWrite) {
         let mut next = self.clone();
         let effect = next.apply_in_place(version, write, parses);
         (next, effect)
@@ -114,16 +115,22 @@ impl Snapshot {
     /// a batch of entries works on one private copy of the published state: the first change
     /// copies the paths it touches, later ones mostly change those copies in place instead of
     /// copying again, and only the batch's final state is published.
-    pub fn apply_in_place(&mut self, version: u64, write: &Write, parses: &ParseCache) -> Effect {
+    pub fn apply_in_place(
+        &mut self,
+        version: u64,
+        write: &Write,
+        parses: &ParseCache,
+    ) -> AppliedWrite {
         self.advance_to(version);
         self.run(write, Mode::Apply(parses))
     }
 
     /// Runs one write at this state's version. Every store's execution is all or nothing, so a
     /// refused write leaves the state as it was.
-    fn run(&mut self, write: &Write, mode: Mode<'_>) -> Effect {
-        if let Some(first) = self.idempotency.seen(write) {
-            return Effect::unchanged(Outcome::Duplicate { version: first });
+    fn run(&mut self, write: &Write, mode: Mode<'_>) -> AppliedWrite {
+        let key = write.idempotency_key.as_deref();
+        if let Some(first) = key.and_then(|k| self.idempotency.get(k)) {
+            return AppliedWrite::unchanged(Outcome::Duplicate { version: first });
         }
         let at = WriteContext {
             version: self.version,
@@ -131,61 +138,92 @@ impl Snapshot {
             if_match: write.if_match,
             mode,
         };
-        match write.command.execute(self, &at) {
+        match write.command.execute(&mut self.stores, &at) {
             Ok(changes) => {
-                self.idempotency.remember(write, self.version);
-                Effect {
+                if let Some(key) = key {
+                    self.idempotency
+                        .remember(key, self.version, write.stamped_ms);
+                }
+                AppliedWrite {
                     outcome: Outcome::Applied,
                     changes,
                 }
             }
-            Err(e) => Effect::unchanged(Outcome::Rejected(e)),
+            Err(e) => AppliedWrite::unchanged(Outcome::Rejected(e)),
         }
+    }
+
+    /// The persisted form of this snapshot: each store writes its own part.
+    pub fn to_persisted(&self) -> PersistedState {
+        let mut out = PersistedState {
+            version: self.version,
+            ..PersistedState::default()
+        };
+        self.stores.policies.save(&mut out);
+        self.stores.entities.save(&mut out);
+        self.stores.tokens.save(&mut out);
+        self.stores.credentials.save(&mut out);
+        self.idempotency.save(&mut out);
+        out
+    }
+
+    /// Rebuilds a snapshot from its persisted form: each store reads its own part.
+    pub fn from_persisted(p: &PersistedState) -> Result<Snapshot, EngineError> {
+        Ok(Snapshot {
+            version: p.version,
+            stores: Stores {
+                policies: PolicyStore::load(p)?,
+                entities: EntityStore::load(p)?,
+                tokens: TokenState::load(p),
+                credentials: CredentialStore::load(p),
+            },
+            idempotency: Idempotency::load(p),
+        })
     }
 
     /// Number of stored policies.
     pub fn policy_count(&self) -> usize {
-        self.policies.len()
+        self.stores.policies.len()
     }
 
     /// Number of stored entities.
     pub fn entity_count(&self) -> usize {
-        self.entities.len()
+        self.stores.entities.len()
     }
 
     /// One policy by id.
     pub fn policy(&self, id: &str) -> Option<&Arc<StoredPolicy>> {
-        self.policies.get(id)
+        self.stores.policies.get(id)
     }
 
     /// All policies, sorted by id.
     pub fn policies(&self) -> impl Iterator<Item = &Arc<StoredPolicy>> {
-        self.policies.iter()
+        self.stores.policies.iter()
     }
 
     /// The version that last changed the policy set.
     pub fn policies_version(&self) -> u64 {
-        self.policies.version()
+        self.stores.policies.version()
     }
 
     /// The schema, if one is set.
     pub fn schema(&self) -> Option<&Arc<StoredSchema>> {
-        self.policies.schema()
+        self.stores.policies.schema()
     }
 
     /// One entity by uid.
     pub fn entity(&self, uid: &EntityUid) -> Option<&Arc<StoredEntity>> {
-        self.entities.get(uid)
+        self.stores.entities.get(uid)
     }
 
     /// All entities (unordered).
     pub fn entities(&self) -> impl Iterator<Item = &Arc<StoredEntity>> {
-        self.entities.iter()
+        self.stores.entities.iter()
     }
 
     /// The version that last changed any entity.
     pub fn entities_version(&self) -> u64 {
-        self.entities.version()
+        self.stores.entities.version()
     }
 
     /// The version an idempotency key was first applied at, if it is still remembered.
@@ -195,28 +233,28 @@ impl Snapshot {
 
     /// The API credentials.
     pub fn credentials(&self) -> &Credentials {
-        self.credentials.table()
+        self.stores.credentials.table()
     }
 
     /// Validates `token` at `now_ms` against this state: a key of the ring, the MAC, expiry and
     /// `iat` within the ring policy's clock skew, then the revocations. What introspection and
     /// decisions with tokens both ask.
     pub fn check_token(&self, token: &str, now_ms: u64) -> Result<Claims, TokenRefused> {
-        self.tokens.check(token, now_ms)
+        self.stores.tokens.check(token, now_ms)
     }
 
     /// The token key ring.
     pub fn keys(&self) -> &KeyRing {
-        self.tokens.keys()
+        self.stores.tokens.keys()
     }
 
     /// The rotation policy of the latest rotation (defaults before any).
     pub fn token_policy(&self) -> &RotationPolicy {
-        self.tokens.policy()
+        self.stores.tokens.policy()
     }
 
     /// The revocation watermarks.
     pub fn revocations(&self) -> &Revocations {
-        self.tokens.revocations()
+        self.stores.tokens.revocations()
     }
 }

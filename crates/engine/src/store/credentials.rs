@@ -10,7 +10,7 @@ use crate::credential::Scope;
 use crate::credential::BOOTSTRAP_ID;
 use crate::error::EngineError;
 use crate::persist::PersistedState;
-use crate::store::WriteContext;
+use crate::store::context::WriteContext;
 
 /// The API credentials. Cloning is one reference count.
 #[derive(Clone, Default)]

@@ -18,7 +18,7 @@ use crate::error::EngineError;
 use crate::error::ErrorCode;
 use crate::index::FastMap;
 use crate::persist::PersistedState;
-use crate::store::WriteContext;
+use crate::store::context::WriteContext;
 
 /// The children of one parent: a persistent hash set whose keys clone with one reference count, so
 /// adding a member to a large group copies little.

@@ -4,7 +4,6 @@
 use imbl::HashMap;
 use imbl::OrdMap;
 
-use crate::command::Write;
 use crate::persist::PersistedState;
 
 /// How long an idempotency key is remembered, by the leader's stamped time.
@@ -26,19 +25,11 @@ impl Idempotency {
         self.by_key.get(key).copied()
     }
 
-    /// The version `write`'s key was first applied at, if it carries one seen before.
-    pub(crate) fn seen(&self, write: &Write) -> Option<u64> {
-        self.get(write.idempotency_key.as_deref()?)
-    }
-
-    /// Remembers `write`'s key (if any) as applied at `version`.
-    pub(crate) fn remember(&mut self, write: &Write, version: u64) {
-        let Some(key) = &write.idempotency_key else {
-            return;
-        };
+    /// Remembers `key` as applied at `version`, by the write's stamped time.
+    pub(crate) fn remember(&mut self, key: &str, version: u64, stamped_ms: u64) {
         // Forget keys older than the window (by the leader's stamp, never a local clock), then the
         // oldest ones beyond the cap.
-        let horizon = write.stamped_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
+        let horizon = stamped_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
         while let Some(((t, k), _)) = self.by_time.get_min().cloned() {
             if t >= horizon && self.by_key.len() < MAX_IDEMPOTENCY_KEYS {
                 break;
@@ -46,8 +37,8 @@ impl Idempotency {
             self.by_time.remove(&(t, k.clone()));
             self.by_key.remove(&k);
         }
-        self.by_key.insert(key.clone(), version);
-        self.by_time.insert((write.stamped_ms, key.clone()), ());
+        self.by_key.insert(key.to_string(), version);
+        self.by_time.insert((stamped_ms, key.to_string()), ());
     }
 
     /// Writes the keys into the persisted state, oldest first.

@@ -5,86 +5,28 @@
 //! Every store method that executes a command is all or nothing: a refused write leaves the store
 //! as it was, so a state machine can apply a batch to one private copy in place.
 
+pub mod context;
 pub mod credentials;
 pub mod entities;
 pub mod idempotency;
 pub mod policies;
 pub mod tokens;
 
-use crate::error::EngineError;
-use crate::error::ErrorCode;
-use crate::parse_cache::ParseCache;
+use crate::store::credentials::CredentialStore;
+use crate::store::entities::EntityStore;
+use crate::store::policies::PolicyStore;
+use crate::store::tokens::TokenState;
 
-/// Whether a write is applied for real or only checked before it is proposed, and the parse cache
-/// that carries parsed policies from the one to the other.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Mode<'a> {
-    /// Checked before proposing: parses are remembered, and steps that cannot fail may be
-    /// skipped, since the resulting state is discarded.
-    Check(&'a ParseCache),
-    /// Applied from the log: a parse remembered by the check is reused.
-    Apply(&'a ParseCache),
-}
-
-/// What every store method needs to know about the write it executes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WriteContext<'a> {
-    /// The log index the write is applied at.
-    pub version: u64,
-    /// The leader's stamped time (apply never reads a clock).
-    pub stamped_ms: u64,
-    /// `If-Match`: the version the named resource must still have (0 = must not exist).
-    pub if_match: Option<u64>,
-    /// Checked or applied.
-    pub mode: Mode<'a>,
-}
-
-impl WriteContext<'_> {
-    /// Whether this is only a check (its state is thrown away).
-    pub fn is_check(&self) -> bool {
-        matches!(self.mode, Mode::Check(_))
-    }
-
-    /// Refuses the write unless `If-Match` is absent or equals `current`, the version of `what`.
-    pub fn check_if_match(&self, what: &str, current: u64) -> Result<(), EngineError> {
-        let Some(expected) = self.if_match else {
-            return Ok(());
-        };
-        if current == expected {
-            return Ok(());
-        }
-        Err(EngineError::new(
-            ErrorCode::PreconditionFailed,
-            format!(
-                "If-Match: {expected} does not match: {what} is at version {current}; \
-                 GET it again, re-apply your change and retry with the new version"
-            ),
-        ))
-    }
-
-    /// Refuses `If-Match` on writes it has no meaning for; `why` finishes the sentence.
-    pub fn refuse_if_match(&self, why: &str) -> Result<(), EngineError> {
-        if self.if_match.is_none() {
-            return Ok(());
-        }
-        Err(EngineError::new(
-            ErrorCode::InvalidRequest,
-            format!("`If-Match` does not apply to {why}; send the request without it"),
-        ))
-    }
-}
-
-impl Mode<'_> {
-    /// Parses one policy through the parse cache: remembered when checking, reused when applying.
-    pub fn parse_policy(
-        &self,
-        id: &str,
-        text: &str,
-        version: u64,
-    ) -> Result<std::sync::Arc<crate::policy::StoredPolicy>, EngineError> {
-        match self {
-            Self::Check(cache) => cache.parse_and_remember(id, text, version),
-            Self::Apply(cache) => cache.take_or_parse(id, text, version),
-        }
-    }
+/// The stores commands execute against; a [`crate::Snapshot`] is these, its version and its
+/// idempotency keys. Cloning is cheap.
+#[derive(Clone, Default)]
+pub struct Stores {
+    /// Policies, their scope index and the schema.
+    pub policies: PolicyStore,
+    /// Entities and their ancestor closure.
+    pub entities: EntityStore,
+    /// The token key ring and revocations.
+    pub tokens: TokenState,
+    /// API credentials.
+    pub credentials: CredentialStore,
 }

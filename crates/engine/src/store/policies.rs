@@ -26,8 +26,8 @@ use crate::policy::parse_set;
 use crate::policy::StoredPolicy;
 use crate::schema::parse_schema;
 use crate::schema::StoredSchema;
+use crate::store::context::WriteContext;
 use crate::store::entities::EntityStore;
-use crate::store::WriteContext;
 
 /// Policies, their scope index and the schema. Cloning is cheap (persistent maps and `Arc`s).
 #[derive(Clone, Default)]

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use crate::change::ChangeSet;
-use crate::command::KeyMaterial;
 use crate::error::EngineError;
 use crate::error::ErrorCode;
 use crate::keyring::KeyId;
@@ -15,7 +14,7 @@ use crate::persist::PersistedState;
 use crate::persist::PersistedTokens;
 use crate::revocation::Revocations;
 use crate::revocation::Selector;
-use crate::store::WriteContext;
+use crate::store::context::WriteContext;
 use crate::token::validate as validate_token;
 use crate::token::Claims;
 use crate::token::TokenError;
@@ -71,8 +70,8 @@ impl TokenState {
     /// `RotateKeys`: the staged key becomes primary and `material` the new staged key.
     pub(crate) fn rotate(
         &mut self,
-        material: &KeyMaterial,
-        first_primary: Option<&KeyMaterial>,
+        material: [u8; 32],
+        first_primary: Option<[u8; 32]>,
         policy: &RotationPolicy,
         at: &WriteContext<'_>,
     ) -> Result<ChangeSet, EngineError> {
@@ -82,8 +81,8 @@ impl TokenState {
             .keys
             .rotate(
                 KeyId(at.version),
-                material.0,
-                first_primary.map(|m| m.0),
+                material,
+                first_primary,
                 at.stamped_ms,
                 policy,
             )

@@ -86,7 +86,7 @@ impl PolicyStore {
         cedar: &str,
         at: &WriteContext<'_>,
     ) -> Result<ChangeSet, EngineError> {
-        at.check_if_match(&format!("policy `{id}`"), self.policy_version(id))?;
+        self.check_policy_if_match(id, at)?;
         let policy = at.mode.parse_policy(id, cedar, at.version)?;
         self.validate(std::slice::from_ref(&policy))?;
         let changes = policies_changed(vec![id.to_string()]);
@@ -105,7 +105,7 @@ impl PolicyStore {
         id: &str,
         at: &WriteContext<'_>,
     ) -> Result<ChangeSet, EngineError> {
-        at.check_if_match(&format!("policy `{id}`"), self.policy_version(id))?;
+        self.check_policy_if_match(id, at)?;
         check_policy_id(id)?;
         let Some(old) = self.policies.remove(id) else {
             return Err(EngineError::new(
@@ -208,8 +208,13 @@ impl PolicyStore {
         Ok(store)
     }
 
-    fn policy_version(&self, id: &str) -> u64 {
-        self.policies.get(id).map(|p| p.version).unwrap_or(0)
+    /// `If-Match` against one policy's version; the message is built only when it is asked for.
+    fn check_policy_if_match(&self, id: &str, at: &WriteContext<'_>) -> Result<(), EngineError> {
+        if at.if_match.is_none() {
+            return Ok(());
+        }
+        let current = self.policies.get(id).map(|p| p.version).unwrap_or(0);
+        at.check_if_match(&format!("policy `{id}`"), current)
     }
 
     fn current_schema_version(&self) -> u64 {

@@ -32,6 +32,12 @@ pub enum ErrorCode {
     InvalidRequest,
     /// A key rotation would drop a key that may still validate live tokens.
     RotationTooFast,
+    /// A policy or schema text nests deeper than `max_nesting` (brackets, `if`, unary chains, `<…>`).
+    NestingTooDeep,
+    /// A policy's `like` pattern is longer than `max_like_pattern`.
+    LikePatternTooLong,
+    /// A schema's action or entity-type hierarchy is deeper than `max_hierarchy_depth`.
+    HierarchyTooDeep,
 }
 
 impl ErrorCode {
@@ -50,6 +56,9 @@ impl ErrorCode {
             Self::MissingField => "missing_field",
             Self::InvalidRequest => "invalid_json",
             Self::RotationTooFast => "rotation_too_fast",
+            Self::NestingTooDeep => "nesting_too_deep",
+            Self::LikePatternTooLong => "like_pattern_too_long",
+            Self::HierarchyTooDeep => "hierarchy_too_deep",
         }
     }
 }

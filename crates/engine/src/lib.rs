@@ -20,6 +20,8 @@
 //! - [`token`]: PASETO v4.local tokens, issued with the primary key and validated with any key.
 //! - [`revocation`]: token revocation events as watermarks (a check is a few look-ups at any count).
 //! - [`credential`]: API credentials, their scopes and secret hashing.
+//! - [`admission`]: the measures a write passes before it is proposed (recursion, `like` and
+//!   hierarchy bounds), outside apply so they can tighten between releases.
 //! - [`error`], [`ids`], [`limits`]: user-facing errors with stable codes; id syntax; size and
 //!   nesting limits.
 //! - [`value`]: plain JSON → Cedar values without Cedar's slower JSON parser.
@@ -33,6 +35,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod admission;
 pub mod change;
 pub mod command;
 pub mod credential;

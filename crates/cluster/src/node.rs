@@ -227,8 +227,8 @@ impl Node {
     }
 
     /// The state machine's parse cache: check a write with it before proposing, so apply reuses
-    /// the parse.
-    pub fn parse_cache(&self) -> &ParseCache {
+    /// the parse. An `Arc`, so the check can run on another thread.
+    pub fn parse_cache(&self) -> &Arc<ParseCache> {
         &self.parses
     }
 

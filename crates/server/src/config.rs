@@ -70,6 +70,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Most open watch streams (`GET /v1/watch`) at once; beyond it new ones get `503 overloaded`.
     pub max_watchers: usize,
+    /// The threads that parse and validate admin writes, the `[parse]` table (see `parse_pool`).
+    pub parse: crate::parse_pool::ParsePoolConfig,
     /// Decision logging, the `[decision_log]` table (with one `[[decision_log.sinks]]` table per
     /// sink). Off by default, and then it costs the decision path one `Option` check. Every field
     /// and the guarantee are in docs/decision-logs.md; the queue lives in `DATA_DIR/decision-log`
@@ -135,6 +137,7 @@ impl Default for Config {
             keep_log_behind_snapshot: 1000,
             request_timeout_ms: 60_000,
             max_watchers: 1024,
+            parse: crate::parse_pool::ParsePoolConfig::default(),
             decision_log: verdict_decision_log::Config::default(),
             tokens: verdict_engine::keyring::RotationPolicy::default(),
             decision_bearer_tokens: false,

@@ -71,6 +71,9 @@ pub struct AppState {
     pub stale: AtomicBool,
     /// Open watch streams.
     pub watchers: Arc<tokio::sync::Semaphore>,
+    /// Where writes are measured, parsed and validated before they are proposed: off the async
+    /// workers, on threads with a stack deep enough for any admitted text.
+    pub parse_pool: crate::parse_pool::ParsePool,
     /// Set to `true` when the node shuts down: the listeners stop taking requests, and
     /// long-lived streams and background tasks end (`subscribe` to wait for it).
     pub stop: tokio::sync::watch::Sender<bool>,
@@ -171,6 +174,8 @@ impl AppState {
             metrics: Metrics::default(),
             stale: AtomicBool::new(false),
             watchers: Arc::new(tokio::sync::Semaphore::new(config.max_watchers.max(1))),
+            parse_pool: crate::parse_pool::ParsePool::start(&config.parse)
+                .map_err(|e| anyhow::anyhow!("cannot start the parse threads: {e}"))?,
             stop: tokio::sync::watch::Sender::new(false),
             decision_log,
             auth: crate::auth::Auth::new(&config, admin_secret.is_some()),
@@ -192,19 +197,22 @@ impl AppState {
         // follower's state may trail the leader's, so there `If-Match` is left to apply alone
         // (checking it here could refuse a write that holds on the leader).
         let is_leader = self.node.is_leader();
-        let checked = if is_leader || write.if_match.is_none() {
-            self.node
-                .published()
-                .load()
-                .check(&write, self.node.parse_cache())
-        } else {
-            let mut unconditional = write.clone();
-            unconditional.if_match = None;
-            self.node
-                .published()
-                .load()
-                .check(&unconditional, self.node.parse_cache())
-        };
+        let snapshot = self.node.published().load_full();
+        let parses = self.node.parse_cache().clone();
+        let to_check = write.clone();
+        let checked = self
+            .parse_pool
+            .run(move || {
+                verdict_engine::admission::admit(&to_check)?;
+                if is_leader || to_check.if_match.is_none() {
+                    snapshot.check(&to_check, &parses)
+                } else {
+                    let mut unconditional = to_check;
+                    unconditional.if_match = None;
+                    snapshot.check(&unconditional, &parses)
+                }
+            })
+            .await?;
         match checked {
             Ok(Some(first)) => return Ok(first),
             Ok(None) => {}

@@ -52,17 +52,16 @@ fn admit_schema(text: &str, json: bool) -> Result<(), EngineError> {
         }
     } else {
         crate::limits::check_recursion(text, Syntax::Schema, "the schema")?;
-        let (actions, types) = cedar_hierarchies(text);
-        check_depths(&actions, &types)
+        check_action_depth(&cedar_action_hierarchy(text))
     }
 }
 
-/// The action and entity-type hierarchies declared in a Cedar-format schema, read from its tokens
-/// (Cedar's own parse of a large schema costs far more than this): every `action` or `entity`
-/// statement's names and the parents after its `in`. Names are keyed by their last path segment,
+/// The action hierarchy declared in a Cedar-format schema, read from its tokens (Cedar's own parse
+/// of a large schema costs far more than this): every `action` statement's names and the parents
+/// after its `in`. Names are keyed by their last path segment,
 /// which can only merge names from different namespaces, so it may over-count, never under-count.
-fn cedar_hierarchies(text: &str) -> (Graph, Graph) {
-    let (mut actions, mut types) = (Graph::new(), Graph::new());
+fn cedar_action_hierarchy(text: &str) -> Graph {
+    let mut actions = Graph::new();
     let mut statement_start = true;
     let mut reading: Option<Declaration> = None;
     let mut qualified = false;
@@ -94,13 +93,8 @@ fn cedar_hierarchies(text: &str) -> (Graph, Graph) {
                 _ => {
                     let done = reading.take();
                     if let Some(done) = done {
-                        let graph = if done.action {
-                            &mut actions
-                        } else {
-                            &mut types
-                        };
                         for n in done.names {
-                            graph
+                            actions
                                 .entry(n)
                                 .or_default()
                                 .extend(done.parents.iter().cloned());
@@ -117,26 +111,20 @@ fn cedar_hierarchies(text: &str) -> (Graph, Graph) {
                     decl.in_parents = false;
                 }
             }
-        } else if statement_start {
-            if let Token::Word(kind @ (b"action" | b"entity")) = token {
-                reading = Some(Declaration {
-                    action: kind == b"action",
-                    ..Declaration::default()
-                });
-            }
+        } else if statement_start && token == Token::Word(b"action") {
+            reading = Some(Declaration::default());
         }
         statement_start = matches!(token, Token::Byte(b';' | b'{' | b'}' | b')'));
     }
-    (actions, types)
+    actions
 }
 
 /// Names to their parents' names.
 type Graph = HashMap<String, Vec<String>>;
 
-/// An `action` or `entity` statement being read.
+/// An `action` statement being read.
 #[derive(Default)]
 struct Declaration {
-    action: bool,
     names: Vec<String>,
     parents: Vec<String>,
     /// Past `in`: names read are parents.
@@ -145,11 +133,11 @@ struct Declaration {
     after_names: bool,
 }
 
-/// Checks the action and entity-type hierarchies of a JSON-format schema
-/// (`{"<namespace>": {"entityTypes": {…}, "actions": {…}}}`).
+/// Checks the action hierarchy of a JSON-format schema (`{"<namespace>": {"actions": {…}}}`).
+/// Entity-type hierarchies are not measured: they may be recursive (`entity Group in [Group]`)
+/// and are as small as the number of types.
 fn check_json_hierarchies(fragment: &Value) -> Result<(), EngineError> {
     let mut actions: HashMap<String, Vec<String>> = HashMap::new();
-    let mut types: HashMap<String, Vec<String>> = HashMap::new();
     let namespaces = fragment.as_object().into_iter().flatten();
     for (namespace, body) in namespaces {
         let qualify = |name: &str| {
@@ -170,31 +158,22 @@ fn check_json_hierarchies(fragment: &Value) -> Result<(), EngineError> {
                 .collect();
             actions.insert(format!("{action_type}::{name:?}"), parents);
         }
-        for (name, decl) in members(body, "entityTypes") {
-            let parents = list(decl, "memberOfTypes")
-                .filter_map(Value::as_str)
-                .map(qualify)
-                .collect();
-            types.insert(qualify(name), parents);
-        }
     }
-    check_depths(&actions, &types)
+    check_action_depth(&actions)
 }
 
-fn check_depths(actions: &Graph, types: &Graph) -> Result<(), EngineError> {
-    for (graph, what) in [(actions, "action"), (types, "entity type")] {
-        if let Some(node) = deeper_than(graph, MAX_HIERARCHY_DEPTH) {
-            return Err(EngineError::new(
-                ErrorCode::HierarchyTooDeep,
-                format!(
-                    "the schema's {what} hierarchy is more than {MAX_HIERARCHY_DEPTH} levels deep \
-                     (`max_hierarchy_depth`), e.g. above `{}`, or has a cycle; make it flatter",
-                    crate::ids::truncate(node, 128)
-                ),
-            ));
-        }
+fn check_action_depth(actions: &Graph) -> Result<(), EngineError> {
+    match deeper_than(actions, MAX_HIERARCHY_DEPTH) {
+        None => Ok(()),
+        Some(action) => Err(EngineError::new(
+            ErrorCode::HierarchyTooDeep,
+            format!(
+                "the schema's action hierarchy is more than {MAX_HIERARCHY_DEPTH} levels deep \
+                 (`max_hierarchy_depth`), e.g. above `{}`, or has a cycle; make it flatter",
+                crate::ids::truncate(action, 128)
+            ),
+        )),
     }
-    Ok(())
 }
 
 fn members<'a>(body: &'a Value, key: &str) -> impl Iterator<Item = (&'a String, &'a Value)> {
@@ -276,22 +255,20 @@ mod tests {
     }
 
     #[test]
-    fn refuses_deep_entity_type_hierarchies_in_both_formats() {
-        let chain: String = (1..40)
-            .map(|i| format!("entity T{i} in [T{}];\n", i - 1))
-            .collect();
-        assert!(schema(&format!("namespace N {{ entity T0;\n{chain} }}")).is_err());
-        let mut types = serde_json::Map::new();
-        types.insert("T0".into(), serde_json::json!({}));
+    fn measures_json_action_hierarchies_and_leaves_entity_types_alone() {
+        let mut actions = serde_json::Map::new();
+        actions.insert("a0".into(), serde_json::json!({}));
         for i in 1..40 {
-            types.insert(
-                format!("T{i}"),
-                serde_json::json!({"memberOfTypes": [format!("T{}", i - 1)]}),
+            actions.insert(
+                format!("a{i}"),
+                serde_json::json!({"memberOf": [{"id": format!("a{}", i - 1)}]}),
             );
         }
-        let json = serde_json::json!({"": {"entityTypes": types, "actions": {}}});
+        let json = serde_json::json!({"": {"entityTypes": {}, "actions": actions}});
         let e = admit_schema(&json.to_string(), true).unwrap_err();
-        assert!(e.detail.contains("entity type"), "{}", e.detail);
+        assert_eq!(e.code.as_str(), "hierarchy_too_deep");
+        // Recursive entity types are legal Cedar.
+        assert!(schema("entity Group in [Group];\nentity User in [Group];\naction view appliesTo { principal: User, resource: Group };").is_ok());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub enum ErrorCode {
     NestingTooDeep,
     /// A policy's `like` pattern is longer than `max_like_pattern`.
     LikePatternTooLong,
-    /// A schema's action or entity-type hierarchy is deeper than `max_hierarchy_depth`.
+    /// A schema's action hierarchy is deeper than `max_hierarchy_depth`.
     HierarchyTooDeep,
 }
 

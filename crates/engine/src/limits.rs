@@ -62,8 +62,8 @@ pub const MAX_RECURSION: usize = MAX_NESTING;
 /// against 400 KB took 2.5 s. Patterns in real policies are a few dozen characters.
 pub const MAX_LIKE_PATTERN: usize = 256;
 
-/// Deepest action hierarchy (`action a in [b]` chains) and entity-type hierarchy (`memberOfTypes`)
-/// admitted in a new schema, in levels (named `max_hierarchy_depth`). Cedar computes the
+/// Deepest action hierarchy (`action a in [b]` chains) admitted in a new schema, in levels (named
+/// `max_hierarchy_depth`). Cedar computes the
 /// hierarchy's transitive closure when it builds a schema, superlinear in the depth: a 2,000-deep
 /// action chain took 13 s. Real hierarchies are a handful of levels deep.
 pub const MAX_HIERARCHY_DEPTH: usize = 32;

@@ -32,6 +32,11 @@ pub enum ErrorCode {
     InvalidRequest,
     /// A key rotation would drop a key that may still validate live tokens.
     RotationTooFast,
+    /// An `Idempotency-Key` was used before for a different write. Last: variants are encoded by
+    /// position in answers between nodes, so new ones go at the end.
+    IdempotencyKeyReused,
+    /// Subject and resource are the same entity and their `properties` disagree on a value.
+    ConflictingProperties,
 }
 
 impl ErrorCode {
@@ -50,6 +55,8 @@ impl ErrorCode {
             Self::MissingField => "missing_field",
             Self::InvalidRequest => "invalid_json",
             Self::RotationTooFast => "rotation_too_fast",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::ConflictingProperties => "conflicting_properties",
         }
     }
 }

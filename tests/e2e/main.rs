@@ -17,6 +17,7 @@ mod idempotency;
 mod membership;
 mod no_panics;
 mod security;
+mod semantics;
 mod tls;
 mod tokens;
 mod versions;

@@ -412,7 +412,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The versions the snapshot skipped are not in the window: watchers behind it resync.
         self.published.record(Vec::new(), Some(index));
         self.published.publish(Arc::new(restored.at_version(index)));
-        tracing::info!(version = index, "installed a snapshot from the leader");
+        tracing::debug!(version = index, "installed a snapshot from the leader");
         Ok(())
     }
 

@@ -13,6 +13,7 @@ mod decision_log;
 mod durability;
 mod examples;
 mod harness;
+mod hostile_edge;
 mod idempotency;
 mod membership;
 mod no_panics;

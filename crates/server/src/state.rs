@@ -81,6 +81,8 @@ pub struct AppState {
     pub auth: crate::auth::Auth,
     /// The certificates of the listeners and peer clients, when `[tls]` is set.
     pub tls: Option<Arc<Tls>>,
+    /// Connection counters of the three listeners (`verdict_connections_*` on /metrics).
+    pub connections: crate::connections::ConnectionMetrics,
     /// The secret a peer RPC must carry (see `bootstrap::cluster_secret`).
     pub peer_secret: Arc<String>,
 }
@@ -175,6 +177,7 @@ impl AppState {
             decision_log,
             auth: crate::auth::Auth::new(&config, admin_secret.is_some()),
             tls,
+            connections: crate::connections::ConnectionMetrics::default(),
             peer_secret: Arc::new(secret),
             config,
         });

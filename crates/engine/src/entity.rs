@@ -19,6 +19,15 @@ use crate::ids::truncate;
 /// Most entities accepted in one write.
 pub const MAX_ENTITIES_PER_WRITE: usize = 100_000;
 
+/// Most ancestors (transitively) one entity may have; a write beyond it is refused with
+/// `422 too_many_ancestors`. Bounds the memory and the per-decision cost of one entity.
+pub const MAX_ANCESTORS_PER_ENTITY: usize = 1_000;
+
+/// Most ancestor-closure entries one write may read and produce; beyond it the write is refused
+/// with `413 closure_too_large`. Bounds the CPU time and memory one write costs (a chain of 1,000
+/// entities is ~500,000 entries).
+pub const MAX_CLOSURE_WORK_PER_WRITE: usize = 1_000_000;
+
 /// One stored entity.
 #[derive(Debug)]
 pub struct StoredEntity {

@@ -13,6 +13,7 @@ mod decision_log;
 mod durability;
 mod examples;
 mod harness;
+mod hostile_writes;
 mod idempotency;
 mod membership;
 mod no_panics;

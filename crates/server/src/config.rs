@@ -70,6 +70,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Most open watch streams (`GET /v1/watch`) at once; beyond it new ones get `503 overloaded`.
     pub max_watchers: usize,
+    /// Most bytes the window of recent changes that watch streams resume from may hold (64 MiB);
+    /// older events are dropped first and a reader behind them is told to reload.
+    pub watch_history_max_bytes: usize,
     /// Decision logging, the `[decision_log]` table (with one `[[decision_log.sinks]]` table per
     /// sink). Off by default, and then it costs the decision path one `Option` check. Every field
     /// and the guarantee are in docs/decision-logs.md; the queue lives in `DATA_DIR/decision-log`
@@ -135,6 +138,7 @@ impl Default for Config {
             keep_log_behind_snapshot: 1000,
             request_timeout_ms: 60_000,
             max_watchers: 1024,
+            watch_history_max_bytes: verdict_cluster::history::DEFAULT_HISTORY_MAX_BYTES,
             decision_log: verdict_decision_log::Config::default(),
             tokens: verdict_engine::keyring::RotationPolicy::default(),
             decision_bearer_tokens: false,

@@ -153,6 +153,7 @@ impl AppState {
             bootstrap: crate::bootstrap::choose(&config)?,
             snapshot_every: config.snapshot_every,
             keep_log_behind_snapshot: config.keep_log_behind_snapshot,
+            history_max_bytes: config.watch_history_max_bytes,
             limits: Limits {
                 max_lag: config.max_lag,
                 max_leader_silence: Duration::from_millis(config.max_leader_silence_ms),

@@ -14,6 +14,7 @@ mod durability;
 mod examples;
 mod harness;
 mod hostile_edge;
+mod hostile_writes;
 mod idempotency;
 mod membership;
 mod no_panics;

@@ -73,6 +73,13 @@ impl Published {
         }
     }
 
+    /// Bounds the window of recent change events in bytes.
+    pub fn set_history_max_bytes(&self, max_bytes: usize) {
+        if let Ok(mut h) = self.history.lock() {
+            h.set_max_bytes(max_bytes);
+        }
+    }
+
     /// Up to `max` change events after version `after` (or a gap: the reader must reload).
     /// Not on the decision path: the lock is shared only with apply's short push.
     pub fn changes_since(&self, after: u64, max: usize) -> Since {

@@ -32,6 +32,10 @@ pub enum ErrorCode {
     InvalidRequest,
     /// A key rotation would drop a key that may still validate live tokens.
     RotationTooFast,
+    /// An entity would have more ancestors than the per-entity limit.
+    TooManyAncestors,
+    /// A write would compute more ancestor-closure entries than the per-write limit.
+    ClosureTooLarge,
 }
 
 impl ErrorCode {
@@ -50,6 +54,8 @@ impl ErrorCode {
             Self::MissingField => "missing_field",
             Self::InvalidRequest => "invalid_json",
             Self::RotationTooFast => "rotation_too_fast",
+            Self::TooManyAncestors => "too_many_ancestors",
+            Self::ClosureTooLarge => "closure_too_large",
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct Config {
     /// (`DATA_DIR/snapshots`) grows near it, or a lagging member can never catch up. Read only
     /// after the cluster secret was checked.
     pub max_peer_snapshot_bytes: usize,
+    /// Most bytes the window of recent changes that watch streams resume from may hold (64 MiB);
+    /// older events are dropped first and a reader behind them is told to reload.
+    pub watch_history_max_bytes: usize,
     /// Decision logging, the `[decision_log]` table (with one `[[decision_log.sinks]]` table per
     /// sink). Off by default, and then it costs the decision path one `Option` check. Every field
     /// and the guarantee are in docs/decision-logs.md; the queue lives in `DATA_DIR/decision-log`
@@ -166,6 +169,7 @@ impl Default for Config {
             header_read_timeout_ms: 30_000,
             max_peer_append_bytes: 512 * 1024 * 1024,
             max_peer_snapshot_bytes: 512 * 1024 * 1024,
+            watch_history_max_bytes: verdict_cluster::history::DEFAULT_HISTORY_MAX_BYTES,
             decision_log: verdict_decision_log::Config::default(),
             tokens: verdict_engine::keyring::RotationPolicy::default(),
             decision_bearer_tokens: false,

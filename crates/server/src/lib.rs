@@ -4,7 +4,8 @@
 //! Raft), [`listeners`] (the three sockets and the file-descriptor budget), [`connections`] (the
 //! accept loop: connection caps, header and idle timeouts, TLS handshakes), [`state`] (shared handler state, start-up of the
 //! node's parts, the write path), [`router`] (one router per listener), [`routes`] (one module per
-//! area), [`panic`] (no panic takes a connection down), [`auth`] (credentials and scopes), [`body`]
+//! area), [`panic`] (no panic takes a connection down), [`proposed`] (a proposed write outlives
+//! the request timeout), [`auth`] (credentials and scopes), [`body`]
 //! (body/header plumbing), [`error`] (the single mapping of errors to problem+json), [`tls`].
 //!
 //! Start-up runs in steps, each of which a test can call on its own:
@@ -33,6 +34,7 @@ pub mod connections;
 pub mod error;
 pub mod listeners;
 pub mod panic;
+pub mod proposed;
 pub mod router;
 pub mod routes;
 pub mod state;

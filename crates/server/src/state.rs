@@ -155,6 +155,7 @@ impl AppState {
             bootstrap: crate::bootstrap::choose(&config)?,
             snapshot_every: config.snapshot_every,
             keep_log_behind_snapshot: config.keep_log_behind_snapshot,
+            history_max_bytes: config.watch_history_max_bytes,
             limits: Limits {
                 max_lag: config.max_lag,
                 max_leader_silence: Duration::from_millis(config.max_leader_silence_ms),
@@ -195,19 +196,18 @@ impl AppState {
         // follower's state may trail the leader's, so there `If-Match` is left to apply alone
         // (checking it here could refuse a write that holds on the leader).
         let is_leader = self.node.is_leader();
-        let checked = if is_leader || write.if_match.is_none() {
-            self.node
-                .published()
-                .load()
-                .check(&write, self.node.parse_cache())
-        } else {
-            let mut unconditional = write.clone();
-            unconditional.if_match = None;
-            self.node
-                .published()
-                .load()
-                .check(&unconditional, self.node.parse_cache())
-        };
+        let mut to_check = write.clone();
+        if !is_leader {
+            to_check.if_match = None;
+        }
+        // The check runs the whole write on a scratch copy (entity closure included), so it runs
+        // off the async workers: a large write must not hold up `/livez` or other requests.
+        let node = self.node.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            node.published().load().check(&to_check, node.parse_cache())
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the write check stopped: {e}")))?;
         match checked {
             Ok(Some(first)) => return Ok(first),
             Ok(None) => {}
@@ -216,6 +216,8 @@ impl AppState {
                 return Err(e.into());
             }
         }
+        // From here the write may commit: the request timeout must wait for its outcome.
+        crate::proposed::mark();
         let result = tokio::time::timeout(Duration::from_secs(30), self.node.write(write)).await;
         match result {
             Err(_) => Err(ApiError::unavailable(

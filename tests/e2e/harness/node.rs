@@ -103,6 +103,23 @@ impl Node {
         &self.api
     }
 
+    /// The resident memory of the current process in bytes (`VmRSS` from `/proc`).
+    pub fn resident_bytes(&self) -> u64 {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("the node is running");
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status");
+        kib * 1024
+    }
+
     /// `http://127.0.0.1:P`, what `VERDICT_URL` should be for the CLI.
     pub fn url(&self) -> String {
         format!("http://{}", self.api_addr)

@@ -13,6 +13,8 @@ mod decision_log;
 mod durability;
 mod examples;
 mod harness;
+mod hostile_edge;
+mod hostile_writes;
 mod idempotency;
 mod membership;
 mod no_panics;

@@ -401,7 +401,7 @@ impl Snapshot {
             }
         }
         match self.stores.entities.get(uid) {
-            Some(e) => (Some(e.closed.clone()), e.ancestors.clone()),
+            Some(e) => (Some(e.closed()), e.ancestors.clone()),
             None => (None, Arc::from(Vec::new())),
         }
     }
@@ -447,8 +447,9 @@ impl Snapshot {
         for stored in [principal, resource].into_iter().flatten() {
             for a in stored.ancestors.iter() {
                 if let Some(anc) = self.stores.entities.get(a) {
-                    if anc.closed.attrs_len() > 0 || anc.closed.tags_len() > 0 {
-                        add(anc.closed.clone(), &mut out);
+                    let raw: &CoreEntity = anc.entity.as_ref();
+                    if raw.attrs_len() > 0 || raw.tags_len() > 0 {
+                        add(anc.closed(), &mut out);
                     }
                 }
             }
@@ -477,7 +478,7 @@ fn merged(
     what: &str,
 ) -> Result<Option<Arc<CoreEntity>>, EngineError> {
     let Some(props) = props else {
-        return Ok(stored.map(|s| s.closed.clone()));
+        return Ok(stored.map(|s| s.closed()));
     };
     let mut json = match stored {
         Some(s) => s.json.clone(),

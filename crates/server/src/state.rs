@@ -81,6 +81,8 @@ pub struct AppState {
     pub auth: crate::auth::Auth,
     /// The certificates of the listeners and peer clients, when `[tls]` is set.
     pub tls: Option<Arc<Tls>>,
+    /// Connection counters of the three listeners (`verdict_connections_*` on /metrics).
+    pub connections: crate::connections::ConnectionMetrics,
     /// The secret a peer RPC must carry (see `bootstrap::cluster_secret`).
     pub peer_secret: Arc<String>,
 }
@@ -153,6 +155,7 @@ impl AppState {
             bootstrap: crate::bootstrap::choose(&config)?,
             snapshot_every: config.snapshot_every,
             keep_log_behind_snapshot: config.keep_log_behind_snapshot,
+            history_max_bytes: config.watch_history_max_bytes,
             limits: Limits {
                 max_lag: config.max_lag,
                 max_leader_silence: Duration::from_millis(config.max_leader_silence_ms),
@@ -175,6 +178,7 @@ impl AppState {
             decision_log,
             auth: crate::auth::Auth::new(&config, admin_secret.is_some()),
             tls,
+            connections: crate::connections::ConnectionMetrics::default(),
             peer_secret: Arc::new(secret),
             config,
         });
@@ -192,19 +196,18 @@ impl AppState {
         // follower's state may trail the leader's, so there `If-Match` is left to apply alone
         // (checking it here could refuse a write that holds on the leader).
         let is_leader = self.node.is_leader();
-        let checked = if is_leader || write.if_match.is_none() {
-            self.node
-                .published()
-                .load()
-                .check(&write, self.node.parse_cache())
-        } else {
-            let mut unconditional = write.clone();
-            unconditional.if_match = None;
-            self.node
-                .published()
-                .load()
-                .check(&unconditional, self.node.parse_cache())
-        };
+        let mut to_check = write.clone();
+        if !is_leader {
+            to_check.if_match = None;
+        }
+        // The check runs the whole write on a scratch copy (entity closure included), so it runs
+        // off the async workers: a large write must not hold up `/livez` or other requests.
+        let node = self.node.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            node.published().load().check(&to_check, node.parse_cache())
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the write check stopped: {e}")))?;
         match checked {
             Ok(Some(first)) => return Ok(first),
             Ok(None) => {}
@@ -213,6 +216,8 @@ impl AppState {
                 return Err(e.into());
             }
         }
+        // From here the write may commit: the request timeout must wait for its outcome.
+        crate::proposed::mark();
         let result = tokio::time::timeout(Duration::from_secs(30), self.node.write(write)).await;
         match result {
             Err(_) => Err(ApiError::unavailable(

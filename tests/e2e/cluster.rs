@@ -336,7 +336,7 @@ async fn a_frozen_follower_catches_up_by_snapshot_after_5000_writes() {
     c.member(frozen).wait_ready(Duration::from_secs(10)).await;
     assert!(
         c.member(frozen)
-            .log_contains("installed a snapshot from the leader"),
+            .log_contains("snapshot installed from the leader"),
         "the follower should have caught up by snapshot\n{}",
         c.member(frozen).log_tail(30)
     );

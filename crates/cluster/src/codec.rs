@@ -78,11 +78,12 @@ impl Formats {
 
 /// The formats this release writes. INVARIANT: every writer takes its format from here (through
 /// [`encode`]), so this is the one place that decides what older releases must be able to read.
-/// Snapshot format 2 is the first unambiguous snapshot number: format 1 stood for four layouts.
+/// Snapshot format 2 is the first unambiguous snapshot number: format 1 stood for four layouts;
+/// format 3 adds the idempotency keys' write digests.
 pub const WRITE: Formats = Formats {
     log_entry: 1,
     raft_meta: 1,
-    snapshot: 2,
+    snapshot: 3,
     peer_message: 1,
 };
 

@@ -44,6 +44,16 @@ pub struct ChangeEvent {
 }
 
 impl ChangeEvent {
+    /// The heap and inline bytes this event holds, for bounding the window in bytes.
+    pub fn footprint(&self) -> usize {
+        let string = std::mem::size_of::<String>();
+        let ids = |v: &[String]| v.iter().map(|s| s.capacity() + string).sum::<usize>();
+        std::mem::size_of::<Self>()
+            + self.kind.capacity()
+            + ids(&self.policies)
+            + ids(&self.entities)
+    }
+
     fn empty(version: u64, kind: &str) -> Self {
         Self {
             version,
@@ -107,7 +117,15 @@ pub struct History {
     /// The version the next pushed event must have (one past the newest).
     next: u64,
     capacity: usize,
+    /// Most bytes the window may hold ([`ChangeEvent::footprint`]); a count alone let 1,649
+    /// writes of 1,000 long ids hold 5.4 GB.
+    max_bytes: usize,
+    /// What the events in the window hold now.
+    bytes: usize,
 }
+
+/// Default of [`History::set_max_bytes`]: 64 MiB.
+pub const DEFAULT_HISTORY_MAX_BYTES: usize = 64 << 20;
 
 /// What a reader asking for the events after a version gets.
 #[derive(Debug, PartialEq, Eq)]
@@ -129,6 +147,25 @@ impl History {
             events: VecDeque::new(),
             next: after + 1,
             capacity: capacity.max(1),
+            max_bytes: DEFAULT_HISTORY_MAX_BYTES,
+            bytes: 0,
+        }
+    }
+
+    /// Bounds the window in bytes as well as in events (the newest event always stays).
+    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.events.len() > self.capacity
+            || (self.bytes > self.max_bytes && self.events.len() > 1)
+        {
+            match self.events.pop_front() {
+                Some(old) => self.bytes = self.bytes.saturating_sub(old.footprint()),
+                None => break,
+            }
         }
     }
 
@@ -140,17 +177,23 @@ impl History {
         }
         if event.version != self.next {
             self.events.clear();
+            self.bytes = 0;
         }
         self.next = event.version + 1;
+        self.bytes = self.bytes.saturating_add(event.footprint());
         self.events.push_back(Arc::new(event));
-        while self.events.len() > self.capacity {
-            self.events.pop_front();
-        }
+        self.trim();
+    }
+
+    /// What the window holds now, in bytes (as [`ChangeEvent::footprint`] counts them).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Restarts the window after `version` (a snapshot was installed).
     pub fn reset(&mut self, version: u64) {
         self.events.clear();
+        self.bytes = 0;
         self.next = version + 1;
     }
 
@@ -212,6 +255,29 @@ mod tests {
         assert_eq!(h.since(45, 10), Since::Gap { oldest: None });
         h.push(ev(51));
         assert_eq!(versions(h.since(50, 10)), vec![51]);
+    }
+
+    #[test]
+    fn window_is_bounded_in_bytes_and_keeps_the_newest_event() {
+        let big = |v: u64| {
+            let mut e = ev(v);
+            e.entities = (0..MAX_IDS_PER_EVENT)
+                .map(|i| format!("E::\"{i:0>200}\""))
+                .collect();
+            e
+        };
+        let one = big(1).footprint();
+        let mut h = History::new(0, 20_000);
+        h.set_max_bytes(one * 3);
+        for v in 1..=50 {
+            h.push(big(v));
+            assert!(h.bytes() <= one * 3, "{} bytes after {v}", h.bytes());
+        }
+        assert_eq!(versions(h.since(47, 10)), vec![48, 49, 50]);
+        assert_eq!(h.since(10, 10), Since::Gap { oldest: Some(48) });
+        // One event larger than the bound still stays: the newest version is always served.
+        h.set_max_bytes(1);
+        assert_eq!(versions(h.since(49, 10)), vec![50]);
     }
 
     /// Applies `command` with idempotency key `key`; the event the state machine would record.

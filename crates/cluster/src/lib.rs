@@ -5,7 +5,9 @@
 //!   other values members send each other.
 //! - [`codec`]: the format number in front of everything persisted or sent, per kind of value;
 //!   what this release writes is chosen in one place ([`codec::WRITE`]).
-//! - [`log_store`]: the Raft log, vote and committed index on sled, flushed before acknowledging.
+//! - `log_segments`: the log's sled trees, one per run of indexes, dropped whole by a purge.
+//! - [`log_store`]: the Raft log, vote and committed index on sled, flushed before acknowledging;
+//!   the committed index as far as it is durable, which publishing waits for.
 //! - [`history`]: what changed at each recent version, for the watch stream.
 //! - `snapshot_file`: the content of snapshot files and transfers by format, and the one rule that
 //!   tells apart the layouts older releases wrote under format 1.
@@ -31,6 +33,7 @@ pub mod codec;
 pub mod events;
 mod flusher;
 pub mod history;
+mod log_segments;
 pub mod log_store;
 mod membership;
 pub mod network;

@@ -18,7 +18,6 @@
 //! or below the purge point that share a segment with later ones stay on disk until their segment
 //! goes, and are never read. Opening the store drops what a crash left behind.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::Bound;
@@ -26,7 +25,6 @@ use std::ops::RangeBounds;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::sync::RwLock;
 use std::time::Duration;
 
 use openraft::alias::EntryOf;
@@ -44,6 +42,10 @@ use crate::codec::encode;
 use crate::codec::Kind;
 use crate::flusher::Durable;
 use crate::flusher::Flusher;
+use crate::log_segments::index_of;
+use crate::log_segments::io_err;
+use crate::log_segments::key;
+use crate::log_segments::Segments;
 use crate::types::TypeConfig;
 
 const VOTE: &[u8] = b"vote";
@@ -51,8 +53,6 @@ const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 /// Entries per segment tree.
 pub const SEGMENT_LEN: u64 = 4096;
-/// Segment trees are named this, then the segment number in hex.
-const SEGMENT_PREFIX: &[u8] = b"log.";
 /// The single entry tree of stores written before segments; moved into segments at open.
 const LEGACY_LOG_TREE: &[u8] = b"log";
 
@@ -66,107 +66,6 @@ pub struct LogStore {
     /// The first index not purged (0 before any purge): reads skip entries below it that share a
     /// segment with later ones.
     first_kept: Arc<AtomicU64>,
-}
-
-/// The segment trees by segment number. Reads hold the read lock while they iterate, and a tree
-/// is dropped only under the write lock, so no read ever walks a dropped tree.
-struct Segments {
-    db: sled::Db,
-    len: u64,
-    trees: RwLock<BTreeMap<u64, sled::Tree>>,
-}
-
-impl Segments {
-    fn open(db: sled::Db, len: u64) -> Result<Self, io::Error> {
-        let mut trees = BTreeMap::new();
-        for name in db.tree_names() {
-            let Some(hex) = name.strip_prefix(SEGMENT_PREFIX) else {
-                continue;
-            };
-            let number = std::str::from_utf8(hex)
-                .ok()
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidData, "a log segment has a bad name")
-                })?;
-            trees.insert(number, db.open_tree(&name).map_err(io_err)?);
-        }
-        Ok(Self {
-            db,
-            len: len.max(1),
-            trees: RwLock::new(trees),
-        })
-    }
-
-    fn segment_of(&self, index: u64) -> u64 {
-        index / self.len
-    }
-
-    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, BTreeMap<u64, sled::Tree>>, io::Error> {
-        self.trees
-            .read()
-            .map_err(|_| io::Error::other("log segment lock poisoned"))
-    }
-
-    fn write(
-        &self,
-    ) -> Result<std::sync::RwLockWriteGuard<'_, BTreeMap<u64, sled::Tree>>, io::Error> {
-        self.trees
-            .write()
-            .map_err(|_| io::Error::other("log segment lock poisoned"))
-    }
-
-    /// The tree of segment `number`, created if it does not exist.
-    fn tree(&self, number: u64) -> Result<sled::Tree, io::Error> {
-        if let Some(tree) = self.read()?.get(&number) {
-            return Ok(tree.clone());
-        }
-        let mut trees = self.write()?;
-        if let Some(tree) = trees.get(&number) {
-            return Ok(tree.clone());
-        }
-        let tree = self.db.open_tree(segment_name(number)).map_err(io_err)?;
-        trees.insert(number, tree.clone());
-        Ok(tree)
-    }
-
-    /// Writes entries, each segment's share as one batch, in index order.
-    fn insert(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), io::Error> {
-        let mut batches: BTreeMap<u64, sled::Batch> = BTreeMap::new();
-        for (index, bytes) in entries {
-            batches
-                .entry(self.segment_of(index))
-                .or_default()
-                .insert(&key(index), bytes);
-        }
-        for (number, batch) in batches {
-            self.tree(number)?.apply_batch(batch).map_err(io_err)?;
-        }
-        Ok(())
-    }
-
-    /// Drops every segment for which `doomed(number)` holds.
-    fn drop_where(&self, doomed: impl Fn(u64) -> bool) -> Result<(), io::Error> {
-        let mut trees = self.write()?;
-        let numbers: Vec<u64> = trees.keys().copied().filter(|n| doomed(*n)).collect();
-        for number in numbers {
-            trees.remove(&number);
-            self.db.drop_tree(segment_name(number)).map_err(io_err)?;
-        }
-        Ok(())
-    }
-
-    /// Drops the segments whose every index is at or below `index`.
-    fn drop_through(&self, index: u64) -> Result<(), io::Error> {
-        let len = self.len;
-        self.drop_where(|n| n.saturating_add(1).saturating_mul(len) <= index.saturating_add(1))
-    }
-}
-
-fn segment_name(number: u64) -> Vec<u8> {
-    let mut name = SEGMENT_PREFIX.to_vec();
-    name.extend_from_slice(format!("{number:016x}").as_bytes());
-    name
 }
 
 impl LogStore {
@@ -309,21 +208,6 @@ impl DurableCommit {
             _ => Ok(()),
         }
     }
-}
-
-fn io_err(e: sled::Error) -> io::Error {
-    io::Error::other(format!("sled: {e}"))
-}
-
-fn key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
-
-fn index_of(k: &[u8]) -> Result<u64, io::Error> {
-    let bytes: [u8; 8] = k
-        .try_into()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad log key"))?;
-    Ok(u64::from_be_bytes(bytes))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

@@ -214,7 +214,7 @@ impl Membership {
         };
         match result {
             Ok(resp) => {
-                tracing::info!(index = resp.log_id.index, "membership changed");
+                tracing::debug!(index = resp.log_id.index, "membership change committed");
                 Ok(resp.log_id.index)
             }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {

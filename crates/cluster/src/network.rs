@@ -74,7 +74,9 @@ pub(crate) fn peer_http(
 ) -> Result<reqwest::Client, io::Error> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
-        .pool_idle_timeout(Duration::from_secs(60));
+        // Below the peer listener's idle timeout (`header_read_timeout_ms`, 30 s by default), so
+        // a pooled connection is dropped here before the other member closes it under a request.
+        .pool_idle_timeout(Duration::from_secs(20));
     if let Some(t) = timeout {
         builder = builder.timeout(t);
     }

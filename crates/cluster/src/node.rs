@@ -53,6 +53,9 @@ pub struct NodeOptions {
     pub keep_log_behind_snapshot: u64,
     /// Readiness limits.
     pub limits: Limits,
+    /// Most bytes the watch stream's window of recent changes may hold
+    /// ([`crate::history::DEFAULT_HISTORY_MAX_BYTES`] by default).
+    pub history_max_bytes: usize,
     /// TLS for connections to other members (Raft, forwarded writes, membership and status
     /// calls); `None`: plain HTTP.
     pub peer_tls: crate::network::PeerTls,
@@ -153,6 +156,7 @@ impl Node {
         let sm = StateMachine::open(&opts.data_dir.join("snapshots"))?
             .publishing_when_durable(log.durable_commit());
         let published = sm.published();
+        published.set_history_max_bytes(opts.history_max_bytes);
         let parses = sm.parse_cache();
         let config = openraft::Config {
             cluster_name: "verdict".to_string(),

@@ -3,7 +3,8 @@
 //! | format | layout after the format byte | written by |
 //! |---|---|---|
 //! | 1 | one of four layouts, told apart by [`legacy_format_1`] | every release before explicit formats |
-//! | 2 | [`SnapshotFile`]: meta, state (with tokens and credentials), members seen | this release |
+//! | 2 | [`SnapshotFileV2`]: meta, state (with tokens and credentials), members seen | releases up to the one before idempotency digests |
+//! | 3 | [`SnapshotFile`]: as 2, the state ending with the idempotency keys' write digests | this release |
 //!
 //! A release that changes the layout adds a number here and a row to the table in
 //! docs/architecture.md; it never writes a number an older reader would misread.
@@ -29,7 +30,7 @@ use crate::types::NodeId;
 use crate::types::TypeConfig;
 
 /// A snapshot: the log position and membership it reflects, the engine state, and every node id
-/// that was ever a member (removed ids are never accepted again). Format 2.
+/// that was ever a member (removed ids are never accepted again). Format 3.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct SnapshotFile {
     pub(crate) meta: SnapshotMetaOf<TypeConfig>,
@@ -46,11 +47,37 @@ pub(crate) fn encode_file(file: &SnapshotFile) -> Result<Vec<u8>, io::Error> {
 pub(crate) fn decode_file(bytes: &[u8]) -> Result<SnapshotFile, io::Error> {
     match open(Kind::Snapshot, bytes)? {
         (1, body) => legacy_format_1(body),
-        (2, body) => body_of(body),
+        (2, body) => body_of::<SnapshotFileV2>(body).map(SnapshotFile::from),
+        (3, body) => body_of(body),
         (format, _) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("snapshot format {format} has no reader in this release"),
         )),
+    }
+}
+
+/// Snapshot format 2: format 3 without the idempotency digests. bincode writes a struct as its
+/// fields one after another, so the state's parts in a row read exactly what a format-2
+/// `PersistedState` wrote. Read only.
+#[derive(Deserialize)]
+pub(crate) struct SnapshotFileV2 {
+    meta: SnapshotMetaOf<TypeConfig>,
+    first: PersistedStateV1,
+    tokens: PersistedTokens,
+    credentials: PersistedCredentials,
+    members_seen: BTreeSet<NodeId>,
+}
+
+impl From<SnapshotFileV2> for SnapshotFile {
+    fn from(v2: SnapshotFileV2) -> Self {
+        let mut state = PersistedState::from(v2.first);
+        state.tokens = v2.tokens;
+        state.credentials = v2.credentials;
+        SnapshotFile {
+            meta: v2.meta,
+            state,
+            members_seen: v2.members_seen,
+        }
     }
 }
 
@@ -157,21 +184,49 @@ mod tests {
     }
 
     #[test]
-    fn format_2_round_trips_and_carries_its_number() {
+    fn format_3_round_trips_and_carries_its_number() {
         let file = SnapshotFile {
             meta: SnapshotMetaOf::<TypeConfig>::default(),
             state: PersistedState {
                 version: 5,
+                idempotency: vec![("k".into(), 4, 9)],
+                idempotency_digests: vec![Some([7; 32])],
                 ..Default::default()
             },
             members_seen: (1..=2).collect(),
         };
         let bytes = encode_file(&file).unwrap();
-        assert_eq!(bytes[0], 2);
+        assert_eq!(bytes[0], 3);
         let back = decode_file(&bytes).unwrap();
         assert_eq!(back.state, file.state);
         assert_eq!(back.members_seen, file.members_seen);
         let (_, same) = decode_to_written_format(bytes.clone()).unwrap();
         assert_eq!(same, bytes);
+    }
+
+    /// Format 2 as its writers laid it out: the state's fields in a row, no digests. Read as
+    /// format 3 with the keys kept and no digests, and re-encoded as format 3.
+    #[test]
+    fn format_2_reads_with_its_keys_and_no_digests() {
+        let first = PersistedStateV1 {
+            version: 7,
+            idempotency: vec![("k".into(), 6, 9)],
+            ..Default::default()
+        };
+        let members: BTreeSet<NodeId> = (1..=3).collect();
+        let written = (
+            SnapshotMetaOf::<TypeConfig>::default(),
+            first.clone(),
+            PersistedTokens::default(),
+            PersistedCredentials::default(),
+            members.clone(),
+        );
+        let mut bytes = vec![2];
+        bytes.extend(bincode::serialize(&written).unwrap());
+        let (file, now) = decode_to_written_format(bytes).unwrap();
+        assert_eq!(file.state, PersistedState::from(first));
+        assert!(file.state.idempotency_digests.is_empty());
+        assert_eq!(file.members_seen, members);
+        assert_eq!(now[0], 3);
     }
 }

@@ -73,6 +73,13 @@ impl Published {
         }
     }
 
+    /// Bounds the window of recent change events in bytes.
+    pub fn set_history_max_bytes(&self, max_bytes: usize) {
+        if let Ok(mut h) = self.history.lock() {
+            h.set_max_bytes(max_bytes);
+        }
+    }
+
     /// Up to `max` change events after version `after` (or a gap: the reader must reload).
     /// Not on the decision path: the lock is shared only with apply's short push.
     pub fn changes_since(&self, after: u64, max: usize) -> Since {
@@ -412,7 +419,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The versions the snapshot skipped are not in the window: watchers behind it resync.
         self.published.record(Vec::new(), Some(index));
         self.published.publish(Arc::new(restored.at_version(index)));
-        tracing::info!(version = index, "installed a snapshot from the leader");
+        tracing::debug!(version = index, "installed a snapshot from the leader");
         Ok(())
     }
 

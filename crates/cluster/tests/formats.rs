@@ -288,7 +288,7 @@ async fn the_snapshot_files_of_every_older_release_load() -> TestResult {
         // reads back as the same state.
         let current = sm.get_current_snapshot().await?.ok_or("no snapshot")?;
         let sent = current.snapshot.get_ref().clone();
-        assert_eq!(sent[0], 2, "{}", release.dir);
+        assert_eq!(sent[0], 3, "{}", release.dir);
         let other = TempDir::new()?;
         let mut follower = StateMachine::open(other.path())?;
         follower
@@ -298,7 +298,7 @@ async fn the_snapshot_files_of_every_older_release_load() -> TestResult {
         let stored = fs::read_dir(other.path())?
             .map(|f| fs::read(f?.path()))
             .collect::<Result<Vec<_>, _>>()?;
-        assert!(stored.iter().all(|b| b[0] == 2), "{}", release.dir);
+        assert!(stored.iter().all(|b| b[0] == 3), "{}", release.dir);
     }
     Ok(())
 }
@@ -309,22 +309,22 @@ fn a_snapshot_of_a_newer_format_is_refused_with_what_to_do() -> TestResult {
     let mut bytes = fs::read(
         fixture("format1-credentials-8ff5677").join("snapshots/snap-00000000000000000020.bin"),
     )?;
-    bytes[0] = 3;
+    bytes[0] = 4;
     fs::write(tmp.path().join("snap-00000000000000000020.bin"), bytes)?;
     let Err(e) = StateMachine::open(tmp.path()) else {
-        return Err("a snapshot of format 3 was loaded".into());
+        return Err("a snapshot of format 4 was loaded".into());
     };
     assert!(matches!(
         FormatError::of(&e),
-        Some(FormatError::Newer { format: 3, .. })
+        Some(FormatError::Newer { format: 4, .. })
     ));
     let text = e.to_string();
     assert!(
-        text.contains("snapshot format 3 was written by a newer release"),
+        text.contains("snapshot format 4 was written by a newer release"),
         "{text}"
     );
     assert!(
-        text.contains("upgrade this node to a release that reads snapshot format 3"),
+        text.contains("upgrade this node to a release that reads snapshot format 4"),
         "{text}"
     );
     Ok(())

@@ -1,9 +1,18 @@
 //! Masking: configured dotted paths in a request are replaced by a mask or removed before the
 //! record is serialised, so the secret never reaches the disk.
+//!
+//! [`ALWAYS_MASKED`] paths are masked whatever the configuration says: a subject's token
+//! (`subject.properties.token`) is a bearer credential, and a log reader must not be able to
+//! replay it. (The `Authorization: Bearer` token of a decision request is a header; records hold
+//! only the request body's fields, so it never reaches a record.)
 
 use serde_json::Value;
 
 use crate::config::MaskMode;
+
+/// Paths masked in every record, in addition to the configured ones: bearer tokens a decision
+/// request may carry in its body.
+pub(crate) const ALWAYS_MASKED: [&str; 1] = ["subject.properties.token"];
 
 /// Compiled mask paths.
 #[derive(Debug, Clone)]
@@ -21,10 +30,12 @@ enum Segment {
 }
 
 impl Masker {
-    /// Compiles `a.b.*.c` paths.
+    /// Compiles `a.b.*.c` paths, and the [`ALWAYS_MASKED`] ones after them.
     pub(crate) fn new(paths: &[String], mode: MaskMode, with: &str) -> Self {
         let paths = paths
             .iter()
+            .map(String::as_str)
+            .chain(ALWAYS_MASKED)
             .map(|p| {
                 p.split('.')
                     .map(|s| match s {
@@ -147,5 +158,14 @@ mod tests {
         Masker::new(&paths, MaskMode::Remove, "x").apply(&mut v);
         assert_eq!(v["resource"]["properties"], json!({}));
         assert_eq!(v["resource"]["id"], "d");
+    }
+
+    #[test]
+    fn a_subject_token_is_masked_with_no_configured_path() {
+        let mut v = json!({"subject": {"type": "User", "id": "u", "properties": {"token": "v4.local.x", "n": 1}}});
+        Masker::new(&[], MaskMode::Mask, "***").apply(&mut v);
+        assert_eq!(v["subject"]["properties"], json!({"token": "***", "n": 1}));
+        Masker::new(&[], MaskMode::Remove, "***").apply(&mut v);
+        assert_eq!(v["subject"]["properties"], json!({"n": 1}));
     }
 }

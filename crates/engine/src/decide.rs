@@ -63,8 +63,13 @@ impl DecisionInput {
         resource: Option<&Value>,
         context: Option<&Value>,
     ) -> Result<Self, EngineError> {
-        let (principal, principal_properties) = typed_entity("subject", subject)?;
-        let (resource, resource_properties) = typed_entity("resource", resource)?;
+        let (principal, mut principal_properties) = typed_entity("subject", subject)?;
+        let (resource, mut resource_properties) = typed_entity("resource", resource)?;
+        if principal == resource {
+            // One entity, one set of attributes: the request's entity slice holds it once.
+            principal_properties = same_entity(principal_properties, resource_properties.take())?;
+            resource_properties.clone_from(&principal_properties);
+        }
         let action = action_uid(action)?;
         let context = match context {
             None | Some(Value::Null) => None,
@@ -80,6 +85,36 @@ impl DecisionInput {
             context,
         })
     }
+}
+
+/// The properties of an entity that is both subject and resource: both sets together, refused
+/// when they give one property two different values.
+fn same_entity(
+    subject: Option<Map<String, Value>>,
+    resource: Option<Map<String, Value>>,
+) -> Result<Option<Map<String, Value>>, EngineError> {
+    let (mut merged, other) = match (subject, resource) {
+        (Some(s), Some(r)) => (s, r),
+        (s, r) => return Ok(s.or(r)),
+    };
+    for (k, v) in other {
+        match merged.get(&k) {
+            Some(mine) if *mine != v => {
+                return Err(EngineError::new(
+                    ErrorCode::ConflictingProperties,
+                    format!(
+                        "subject and resource are the same entity, and `subject.properties.{k}` \
+                         differs from `resource.properties.{k}`: give the property one value"
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                merged.insert(k, v);
+            }
+        }
+    }
+    Ok(Some(merged))
 }
 
 fn missing(what: &str) -> EngineError {
@@ -366,7 +401,7 @@ impl Snapshot {
             }
         }
         match self.stores.entities.get(uid) {
-            Some(e) => (Some(e.closed.clone()), e.ancestors.clone()),
+            Some(e) => (Some(e.closed()), e.ancestors.clone()),
             None => (None, Arc::from(Vec::new())),
         }
     }
@@ -412,8 +447,9 @@ impl Snapshot {
         for stored in [principal, resource].into_iter().flatten() {
             for a in stored.ancestors.iter() {
                 if let Some(anc) = self.stores.entities.get(a) {
-                    if anc.closed.attrs_len() > 0 || anc.closed.tags_len() > 0 {
-                        add(anc.closed.clone(), &mut out);
+                    let raw: &CoreEntity = anc.entity.as_ref();
+                    if raw.attrs_len() > 0 || raw.tags_len() > 0 {
+                        add(anc.closed(), &mut out);
                     }
                 }
             }
@@ -442,7 +478,7 @@ fn merged(
     what: &str,
 ) -> Result<Option<Arc<CoreEntity>>, EngineError> {
     let Some(props) = props else {
-        return Ok(stored.map(|s| s.closed.clone()));
+        return Ok(stored.map(|s| s.closed()));
     };
     let mut json = match stored {
         Some(s) => s.json.clone(),

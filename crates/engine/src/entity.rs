@@ -19,14 +19,24 @@ use crate::ids::truncate;
 /// Most entities accepted in one write.
 pub const MAX_ENTITIES_PER_WRITE: usize = 100_000;
 
+/// Most ancestors (transitively) one entity may have; a write beyond it is refused with
+/// `422 too_many_ancestors`. Bounds the memory and the per-decision cost of one entity.
+pub const MAX_ANCESTORS_PER_ENTITY: usize = 1_000;
+
+/// Most ancestor-closure entries one write may read and produce; beyond it the write is refused
+/// with `413 closure_too_large`. Bounds the CPU time and memory one write costs (a chain of 1,000
+/// entities is ~500,000 entries).
+pub const MAX_CLOSURE_WORK_PER_WRITE: usize = 1_000_000;
+
 /// One stored entity.
 #[derive(Debug)]
 pub struct StoredEntity {
     /// The parsed entity with its direct parents.
     pub entity: Entity,
     /// The same entity with every ancestor of the closure recorded, so a request slice can be built
-    /// without Cedar recomputing the transitive closure.
-    pub closed: Arc<CoreEntity>,
+    /// without Cedar recomputing the transitive closure; kept only for small closures (see
+    /// [`StoredEntity::closed`]).
+    preclosed: Option<Arc<CoreEntity>>,
     /// The entity in Cedar's entity-JSON format, as returned by GET and written to snapshots.
     pub json: Value,
     /// Direct parents, sorted.
@@ -52,7 +62,7 @@ impl StoredEntity {
         version: u64,
     ) -> Self {
         Self {
-            closed: Arc::new(close(&entity, &ancestors)),
+            preclosed: preclose(&entity, &parents, &ancestors),
             entity,
             json,
             parents,
@@ -61,10 +71,19 @@ impl StoredEntity {
         }
     }
 
+    /// The Cedar form with the whole closure recorded: kept for small closures, else built here
+    /// (bounded by [`MAX_ANCESTORS_PER_ENTITY`]).
+    pub fn closed(&self) -> Arc<CoreEntity> {
+        match &self.preclosed {
+            Some(c) => c.clone(),
+            None => Arc::new(close(&self.entity, &self.ancestors)),
+        }
+    }
+
     /// The same entity with another ancestor closure.
     pub fn with_ancestors(&self, ancestors: Arc<[EntityUid]>) -> Self {
         Self {
-            closed: Arc::new(close(&self.entity, &ancestors)),
+            preclosed: preclose(&self.entity, &self.parents, &ancestors),
             entity: self.entity.clone(),
             json: self.json.clone(),
             parents: self.parents.clone(),
@@ -72,6 +91,21 @@ impl StoredEntity {
             version: self.version,
         }
     }
+}
+
+/// Most indirect ancestors for which the closed Cedar form is kept with the entity. Cedar's form
+/// holds its own copy of the ancestors, so keeping it for every entity stored each large closure
+/// twice per entity (2,000 members of a group with 2,000 parents cost 1.6 GB); beyond this the
+/// form is built per decision instead, from the shared closure.
+pub const PRECLOSED_MAX_INDIRECT: usize = 64;
+
+fn preclose(
+    entity: &Entity,
+    parents: &[EntityUid],
+    ancestors: &[EntityUid],
+) -> Option<Arc<CoreEntity>> {
+    (ancestors.len().saturating_sub(parents.len()) <= PRECLOSED_MAX_INDIRECT)
+        .then(|| Arc::new(close(entity, ancestors)))
 }
 
 /// The Cedar entity with every member of `ancestors` recorded (direct parents stay parents).

@@ -32,6 +32,15 @@ pub enum ErrorCode {
     InvalidRequest,
     /// A key rotation would drop a key that may still validate live tokens.
     RotationTooFast,
+    /// An entity would have more ancestors than the per-entity limit.
+    TooManyAncestors,
+    /// A write would compute more ancestor-closure entries than the per-write limit.
+    ClosureTooLarge,
+    /// An `Idempotency-Key` was used before for a different write. Last: variants are encoded by
+    /// position in answers between nodes, so new ones go at the end.
+    IdempotencyKeyReused,
+    /// Subject and resource are the same entity and their `properties` disagree on a value.
+    ConflictingProperties,
     /// A policy or schema text nests deeper than `max_nesting` (brackets, `if`, unary chains, `<…>`).
     NestingTooDeep,
     /// A policy's `like` pattern is longer than `max_like_pattern`.
@@ -56,6 +65,10 @@ impl ErrorCode {
             Self::MissingField => "missing_field",
             Self::InvalidRequest => "invalid_json",
             Self::RotationTooFast => "rotation_too_fast",
+            Self::TooManyAncestors => "too_many_ancestors",
+            Self::ClosureTooLarge => "closure_too_large",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::ConflictingProperties => "conflicting_properties",
             Self::NestingTooDeep => "nesting_too_deep",
             Self::LikePatternTooLong => "like_pattern_too_long",
             Self::HierarchyTooDeep => "hierarchy_too_deep",

@@ -18,6 +18,7 @@
 //! - [`persist`]: the versioned, self-describing encoding of a snapshot for snapshot files.
 //! - [`keyring`]: the replicated token key ring and its deterministic, Keystone-style rotation.
 //! - [`token`]: PASETO v4.local tokens, issued with the primary key and validated with any key.
+//! - [`claims`]: the claims a token carries and their JSON form.
 //! - [`revocation`]: token revocation events as watermarks (a check is a few look-ups at any count).
 //! - [`credential`]: API credentials, their scopes and secret hashing.
 //! - [`admission`]: the measures a write passes before it is proposed (recursion, `like` and
@@ -37,6 +38,7 @@
 
 pub mod admission;
 pub mod change;
+pub mod claims;
 pub mod command;
 pub mod credential;
 pub mod decide;

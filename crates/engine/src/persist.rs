@@ -34,8 +34,12 @@ pub struct PersistedState {
     pub idempotency: Vec<(String, u64, u64)>,
     /// Token keys, their policy and revocations. After the fields of [`PersistedStateV1`].
     pub tokens: PersistedTokens,
-    /// API credentials (argon2 hashes, never secrets). Last.
+    /// API credentials (argon2 hashes, never secrets).
     pub credentials: PersistedCredentials,
+    /// The digest of the write each idempotency key was first used with, one per entry of
+    /// `idempotency` in its order (`None`: remembered before digests; a shorter list means `None`
+    /// for the rest). Last; new in snapshot format 3.
+    pub idempotency_digests: Vec<Option<[u8; 32]>>,
 }
 
 /// The token part of a persisted state.
@@ -87,6 +91,7 @@ impl From<PersistedStateV1> for PersistedState {
             idempotency: v1.idempotency,
             tokens: PersistedTokens::default(),
             credentials: PersistedCredentials::default(),
+            idempotency_digests: Vec::new(),
         }
     }
 }

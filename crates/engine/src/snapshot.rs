@@ -15,6 +15,7 @@ use crate::command::Write;
 use crate::credential::Credentials;
 use crate::entity::StoredEntity;
 use crate::error::EngineError;
+use crate::error::ErrorCode;
 use crate::keyring::KeyRing;
 use crate::keyring::RotationPolicy;
 use crate::parse_cache::ParseCache;
@@ -26,6 +27,8 @@ use crate::store::context::Mode;
 use crate::store::context::WriteContext;
 use crate::store::credentials::CredentialStore;
 use crate::store::entities::EntityStore;
+use crate::store::idempotency;
+use crate::store::idempotency::FirstUse;
 use crate::store::idempotency::Idempotency;
 use crate::store::policies::PolicyStore;
 use crate::store::tokens::TokenState;
@@ -129,8 +132,23 @@ impl Snapshot {
     /// refused write leaves the state as it was.
     fn run(&mut self, write: &Write, mode: Mode<'_>) -> AppliedWrite {
         let key = write.idempotency_key.as_deref();
-        if let Some(first) = key.and_then(|k| self.idempotency.get(k)) {
-            return AppliedWrite::unchanged(Outcome::Duplicate { version: first });
+        let digest = key.map(|_| idempotency::digest(write));
+        if let (Some(k), Some(digest)) = (key, &digest) {
+            if let Some(first) = self.idempotency.get(k) {
+                if first.is_retry(digest) {
+                    return AppliedWrite::unchanged(Outcome::Duplicate {
+                        version: first.version,
+                    });
+                }
+                return AppliedWrite::unchanged(Outcome::Rejected(EngineError::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    format!(
+                        "`Idempotency-Key` `{k}` was used for a different write (applied at \
+                         version {}); use a new key for a new write",
+                        first.version
+                    ),
+                )));
+            }
         }
         let at = WriteContext {
             version: self.version,
@@ -141,8 +159,11 @@ impl Snapshot {
         match write.command.execute(&mut self.stores, &at) {
             Ok(changes) => {
                 if let Some(key) = key {
-                    self.idempotency
-                        .remember(key, self.version, write.stamped_ms);
+                    let first = FirstUse {
+                        version: self.version,
+                        digest,
+                    };
+                    self.idempotency.remember(key, first, write.stamped_ms);
                 }
                 AppliedWrite {
                     outcome: Outcome::Applied,
@@ -228,7 +249,7 @@ impl Snapshot {
 
     /// The version an idempotency key was first applied at, if it is still remembered.
     pub fn idempotency(&self, key: &str) -> Option<u64> {
-        self.idempotency.get(key)
+        self.idempotency.get(key).map(|first| first.version)
     }
 
     /// The API credentials.

@@ -1,6 +1,6 @@
 //! Plain JSON → Cedar values, without Cedar's schema-directed JSON parser (which costs more than a
 //! whole evaluation). Only unambiguous values are converted: strings, booleans, integers, arrays (sets)
-//! and objects (records) without Cedar's `__entity` / `__extn` escapes. Anything else returns `None`
+//! and objects (records) without Cedar's `__entity` / `__extn` / `__expr` escapes. Anything else returns `None`
 //! and the caller falls back to Cedar's parser, which also produces the right error message.
 
 use std::collections::HashMap;
@@ -24,9 +24,12 @@ pub fn restricted(v: &Value) -> Option<RestrictedExpression> {
             .collect::<Option<Vec<_>>>()
             .map(RestrictedExpression::new_set),
         // Escapes, and `{"type", "id"}` (which Cedar may read as an entity reference), go to Cedar.
+        // So does `__expr`, an escape Cedar no longer supports: Cedar refuses it, and converting it
+        // here as a plain record would accept it whenever nothing else in the value needs Cedar.
         Value::Object(m)
             if m.contains_key("__entity")
                 || m.contains_key("__extn")
+                || m.contains_key("__expr")
                 || (m.len() == 2 && m.contains_key("type") && m.contains_key("id")) =>
         {
             None

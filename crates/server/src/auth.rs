@@ -294,7 +294,8 @@ pub async fn authorize(State(state): State<Shared>, req: Request, next: Next) ->
 }
 
 /// [`authorize`], then the request (reading its body included) gets `request_timeout_ms`, else
-/// `408 request_timeout` and its in-flight slot is freed. One layer for both: each layer costs
+/// `408 request_timeout` and its in-flight slot is freed — unless it has proposed a write (see
+/// [`crate::proposed`]). One layer for both: each layer costs
 /// every decision a boxed future.
 pub async fn authorize_within_time(
     State(state): State<Shared>,
@@ -306,8 +307,14 @@ pub async fn authorize_within_time(
         Err(refused) => return refused,
     };
     let limit = Duration::from_millis(state.config.request_timeout_ms.max(1));
-    match tokio::time::timeout(limit, next.run(req)).await {
+    let proposal = crate::proposed::Proposal::default();
+    let request = proposal.scope(next.run(req));
+    tokio::pin!(request);
+    match tokio::time::timeout(limit, &mut request).await {
         Ok(resp) => resp,
+        // A proposed write may commit: answer its outcome, never `408` (the proposal's own wait is
+        // bounded, ending in `503`).
+        Err(_) if proposal.was_proposed() => request.await,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",

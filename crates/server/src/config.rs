@@ -70,6 +70,34 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Most open watch streams (`GET /v1/watch`) at once; beyond it new ones get `503 overloaded`.
     pub max_watchers: usize,
+    /// Most open connections on the API listener. At the cap a new connection is answered
+    /// `503 too_many_connections` (plain HTTP; a TLS listener closes it) and closed at once,
+    /// logged and counted in `verdict_connections_refused_total`. Lowered at start when the
+    /// process's open-file limit cannot hold it (see docs/operations.md, "Connections").
+    pub max_connections: usize,
+    /// Most open connections on the peer listener (members, their forwarded writes and status
+    /// calls); same behaviour at the cap as `max_connections`.
+    pub max_peer_connections: usize,
+    /// Most open connections on the health listener (`health_listen`). Never lowered: probes
+    /// must find a free slot when the API listener is full.
+    pub max_health_connections: usize,
+    /// How long a connection has to deliver a complete request head (request line and headers),
+    /// in milliseconds, counted from when it opens and again from the end of each response; a
+    /// slower one is closed without an answer. This one timer is also the keep-alive idle
+    /// timeout: an idle connection is closed when it runs out. On every listener.
+    pub header_read_timeout_ms: u64,
+    /// Largest body of a Raft `append` on the peer listener, in bytes: openraft sends up to 300
+    /// entries at once and cannot split a batch a member refuses, so it must hold several
+    /// maximum-size writes. Read only after the cluster secret was checked.
+    pub max_peer_append_bytes: usize,
+    /// Largest snapshot a member accepts in one transfer, in bytes (the whole state machine
+    /// travels in one request and is held in memory). Raise it when the state's snapshot file
+    /// (`DATA_DIR/snapshots`) grows near it, or a lagging member can never catch up. Read only
+    /// after the cluster secret was checked.
+    pub max_peer_snapshot_bytes: usize,
+    /// Most bytes the window of recent changes that watch streams resume from may hold (64 MiB);
+    /// older events are dropped first and a reader behind them is told to reload.
+    pub watch_history_max_bytes: usize,
     /// The threads that parse and validate admin writes, the `[parse]` table (see `parse_pool`).
     pub parse: crate::parse_pool::ParsePoolConfig,
     /// Decision logging, the `[decision_log]` table (with one `[[decision_log.sinks]]` table per
@@ -137,6 +165,13 @@ impl Default for Config {
             keep_log_behind_snapshot: 1000,
             request_timeout_ms: 60_000,
             max_watchers: 1024,
+            max_connections: 10_000,
+            max_peer_connections: 256,
+            max_health_connections: 64,
+            header_read_timeout_ms: 30_000,
+            max_peer_append_bytes: 512 * 1024 * 1024,
+            max_peer_snapshot_bytes: 512 * 1024 * 1024,
+            watch_history_max_bytes: verdict_cluster::history::DEFAULT_HISTORY_MAX_BYTES,
             parse: crate::parse_pool::ParsePoolConfig::default(),
             decision_log: verdict_decision_log::Config::default(),
             tokens: verdict_engine::keyring::RotationPolicy::default(),
@@ -185,10 +220,34 @@ impl Config {
         }
         crate::bootstrap::choose(self)?;
         self.tls.validate()?;
+        self.validate_edge()?;
         if self.decision_log.enabled {
             self.decision_log.validate().map_err(|e| {
                 anyhow::anyhow!("decision logging: {e}; fix the `[decision_log]` table of the config file (docs/decision-logs.md)")
             })?;
+        }
+        Ok(())
+    }
+
+    /// The connection and peer-body limits: none may be zero, and a forwarded write must fit.
+    fn validate_edge(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("max_connections", self.max_connections as u64),
+            ("max_peer_connections", self.max_peer_connections as u64),
+            ("max_health_connections", self.max_health_connections as u64),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            anyhow::bail!("{name} must be at least 1 (docs/operations.md lists the defaults)");
+        }
+        let forwarded = crate::routes::peer::forwarded_write_limit(self.max_admin_body);
+        if self.max_peer_append_bytes < forwarded {
+            anyhow::bail!(
+                "max_peer_append_bytes ({}) must hold a maximum-size write (`max_admin_body` {} \
+                 encodes to at most {forwarded} bytes); raise it",
+                self.max_peer_append_bytes,
+                self.max_admin_body
+            );
         }
         Ok(())
     }

@@ -64,6 +64,9 @@ impl From<EngineError> for ApiError {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorCode::RotationTooFast => StatusCode::CONFLICT,
+            ErrorCode::TooManyAncestors => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ClosureTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         };
         Self {

@@ -1,10 +1,12 @@
 //! Verdict's HTTP server: AuthZEN decisions, administration, health, and the node lifecycle.
 //!
 //! Layout: [`config`] (one serde struct and its cross-checks), [`bootstrap`] (how the node enters
-//! Raft), [`listeners`] (the three sockets), [`state`] (shared handler state, start-up of the
+//! Raft), [`listeners`] (the three sockets and the file-descriptor budget), [`connections`] (the
+//! accept loop: connection caps, header and idle timeouts, TLS handshakes), [`state`] (shared handler state, start-up of the
 //! node's parts, the write path), [`router`] (one router per listener), [`routes`] (one module per
-//! area), [`panic`] (no panic takes a connection down), [`parse_pool`]
-//! (the threads admin writes are parsed on), [`auth`] (credentials and scopes), [`body`]
+//! area), [`panic`] (no panic takes a connection down), [`proposed`] (a proposed write outlives
+//! the request timeout), [`parse_pool`] (the threads admin writes are parsed on), [`auth`]
+//! (credentials and scopes), [`body`]
 //! (body/header plumbing), [`error`] (the single mapping of errors to problem+json), [`tls`].
 //!
 //! Start-up runs in steps, each of which a test can call on its own:
@@ -29,10 +31,12 @@ pub mod auth;
 pub mod body;
 pub mod bootstrap;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod listeners;
 pub mod panic;
 pub mod parse_pool;
+pub mod proposed;
 pub mod router;
 pub mod routes;
 pub mod state;
@@ -57,6 +61,8 @@ pub async fn run(
     // Certificates are read before anything binds or starts: a bad file stops start-up with the
     // setting to fix.
     let tls = tls::Tls::load(&config.tls)?.map(Arc::new);
+    // Before anything opens files or sockets: the connection caps are fitted under this limit.
+    listeners::raise_fd_limit();
     let listeners = Listeners::bind(&config).await?;
     listeners.advertise_bound_ports(&mut config)?;
     let state = AppState::new(config, tls).await?;
@@ -103,28 +109,41 @@ pub async fn serve(
         stop.send_replace(true);
     });
     let stopped = || state.stop.subscribe();
-    let api = tls::serve(
+    let caps = listeners::connection_caps(&state.config, listeners::fd_limit());
+    let header_read_timeout = Duration::from_millis(state.config.header_read_timeout_ms.max(1));
+    let edge = |max_connections| connections::Edge {
+        max_connections,
+        header_read_timeout,
+    };
+    let counters = &state.connections;
+    let api = connections::serve(
         listeners.api,
         router::api_router(state.clone()),
         api_tls,
         "API",
+        edge(caps.api),
+        counters.api.clone(),
         stopped(),
     );
-    let peers = tls::serve(
+    let peers = connections::serve(
         listeners.peer,
         router::peer_router(state.clone()),
         peer_tls,
         "peer",
+        edge(caps.peer),
+        counters.peer.clone(),
         stopped(),
     );
     let health = async {
         match listeners.health {
             Some(l) => {
-                tls::serve(
+                connections::serve(
                     l,
                     router::health_router(state.clone()),
                     None,
                     "health",
+                    edge(caps.health),
+                    counters.health.clone(),
                     stopped(),
                 )
                 .await

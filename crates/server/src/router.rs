@@ -182,16 +182,21 @@ pub fn api_router(state: Shared) -> Router {
 }
 
 /// The peer listener's router: Raft RPCs, forwarded writes and status calls between members.
+/// The cluster secret is checked by a layer over every route, before any handler (and so before
+/// any body is read); each RPC then reads its body up to its own limit (`peer::body_limit`).
 pub fn peer_router(state: Shared) -> Router {
+    let peer_state = peer::PeerState {
+        service: verdict_cluster::PeerService::new(state.node.clone()),
+        secret: state.peer_secret.clone(),
+        state: state.clone(),
+    };
     let router = Router::new()
         .route("/raft/{rpc}", post(peer::rpc))
-        // Snapshots of a large state travel in one request.
-        .layer(DefaultBodyLimit::max(512 * 1024 * 1024))
-        .with_state(peer::PeerState {
-            service: verdict_cluster::PeerService::new(state.node.clone()),
-            secret: state.peer_secret.clone(),
-            state: state.clone(),
-        });
+        .layer(axum::middleware::from_fn_with_state(
+            peer_state.clone(),
+            peer::require_cluster_secret,
+        ))
+        .with_state(peer_state);
     guarded(router, state)
 }
 

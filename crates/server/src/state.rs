@@ -84,6 +84,8 @@ pub struct AppState {
     pub auth: crate::auth::Auth,
     /// The certificates of the listeners and peer clients, when `[tls]` is set.
     pub tls: Option<Arc<Tls>>,
+    /// Connection counters of the three listeners (`verdict_connections_*` on /metrics).
+    pub connections: crate::connections::ConnectionMetrics,
     /// The secret a peer RPC must carry (see `bootstrap::cluster_secret`).
     pub peer_secret: Arc<String>,
 }
@@ -156,6 +158,7 @@ impl AppState {
             bootstrap: crate::bootstrap::choose(&config)?,
             snapshot_every: config.snapshot_every,
             keep_log_behind_snapshot: config.keep_log_behind_snapshot,
+            history_max_bytes: config.watch_history_max_bytes,
             limits: Limits {
                 max_lag: config.max_lag,
                 max_leader_silence: Duration::from_millis(config.max_leader_silence_ms),
@@ -180,6 +183,7 @@ impl AppState {
             decision_log,
             auth: crate::auth::Auth::new(&config, admin_secret.is_some()),
             tls,
+            connections: crate::connections::ConnectionMetrics::default(),
             peer_secret: Arc::new(secret),
             config,
         });
@@ -197,20 +201,21 @@ impl AppState {
         // follower's state may trail the leader's, so there `If-Match` is left to apply alone
         // (checking it here could refuse a write that holds on the leader).
         let is_leader = self.node.is_leader();
+        let mut to_check = write.clone();
+        if !is_leader {
+            to_check.if_match = None;
+        }
+        // The check runs the whole write on a scratch copy (parsing, validation, the entity
+        // closure), so it runs on the parse pool's big-stack threads, never on the async workers:
+        // no input may overflow a worker's stack or hold up `/livez`. Admission (the recursion
+        // and work measures) comes first, before Cedar sees the text.
         let snapshot = self.node.published().load_full();
         let parses = self.node.parse_cache().clone();
-        let to_check = write.clone();
         let checked = self
             .parse_pool
             .run(move || {
                 verdict_engine::admission::admit(&to_check)?;
-                if is_leader || to_check.if_match.is_none() {
-                    snapshot.check(&to_check, &parses)
-                } else {
-                    let mut unconditional = to_check;
-                    unconditional.if_match = None;
-                    snapshot.check(&unconditional, &parses)
-                }
+                snapshot.check(&to_check, &parses)
             })
             .await?;
         match checked {
@@ -221,6 +226,8 @@ impl AppState {
                 return Err(e.into());
             }
         }
+        // From here the write may commit: the request timeout must wait for its outcome.
+        crate::proposed::mark();
         let result = tokio::time::timeout(Duration::from_secs(30), self.node.write(write)).await;
         match result {
             Err(_) => Err(ApiError::unavailable(

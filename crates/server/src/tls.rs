@@ -2,14 +2,16 @@
 //!
 //! Everything is off until the `[tls]` table names files; a listener whose files are named speaks
 //! only TLS (rustls with the ring provider, TLS 1.2 and 1.3). Layout: [`TlsConfig`] (the table),
-//! [`Tls`] (the loaded material, swapped in place on [`Tls::reload`]), [`serve`] (axum on a plain
-//! or a TLS listener), [`reload_on_sighup`], and `listener` (the accept loop that keeps handshakes
-//! off the accept path).
+//! [`Tls`] (the loaded material, swapped in place on [`Tls::reload`]), [`reload_on_sighup`], and
+//! [`handshake`] (the server side of a handshake, which `crate::connections` runs in each
+//! connection's own task, off the accept path).
 //!
 //! Reload swaps what new handshakes use; connections already open keep the certificate they were
 //! set up with, so nothing is dropped. A file that does not load leaves everything as it was.
 
 mod listener;
+
+pub use listener::handshake;
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -18,7 +20,6 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use arc_swap::ArcSwap;
-use axum::Router;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::client::danger::ServerCertVerified;
 use rustls::client::danger::ServerCertVerifier;
@@ -39,7 +40,6 @@ use rustls::ServerConfig;
 use rustls::SignatureScheme;
 use serde::Deserialize;
 use serde::Serialize;
-use tokio::net::TcpListener;
 
 /// The `[tls]` table. Unset (the default): both listeners and all peer traffic are plain HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -502,28 +502,5 @@ pub fn reload_on_sighup(tls: Arc<Tls>) -> anyhow::Result<tokio::task::JoinHandle
     {
         drop(tls);
         Ok(tokio::spawn(async {}))
-    }
-}
-
-/// Serves `app` on `tcp` until `stop` turns true: plain HTTP without `tls`, else TLS with the
-/// config `tls` holds at each handshake. Graceful either way: open requests finish.
-pub async fn serve(
-    tcp: TcpListener,
-    app: Router,
-    tls: Option<(Arc<ArcSwap<ServerConfig>>, Duration)>,
-    what: &'static str,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    match tls {
-        None => axum::serve(tcp, app).with_graceful_shutdown(stopped).await,
-        Some((config, timeout)) => {
-            let listener = listener::TlsListener::new(tcp, config, timeout, what)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }
     }
 }

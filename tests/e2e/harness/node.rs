@@ -28,6 +28,9 @@ pub struct Node {
     api: Api,
     /// A TOML config file passed with `--config` on every start (the flags still override it).
     config: Option<PathBuf>,
+    /// `SOFT:HARD` open-file limits the process starts with (`prlimit --nofile`); `None`: the
+    /// test's own.
+    nofile: Option<String>,
 }
 
 impl Node {
@@ -52,6 +55,19 @@ impl Node {
         node
     }
 
+    /// [`Node::start_with_config`], the process started under `prlimit --nofile=<nofile>`
+    /// (`SOFT:HARD`, or `SOFT:` to lower only the soft limit).
+    pub async fn start_with_config_and_nofile(toml: &str, nofile: &str) -> Node {
+        let mut node = Node::new();
+        let path = node.logs.path().join("config.toml");
+        std::fs::write(&path, toml).expect("write the node's config file");
+        node.config = Some(path);
+        node.nofile = Some(nofile.to_string());
+        node.spawn();
+        node.wait_ready().await;
+        node
+    }
+
     fn new() -> Node {
         let (api_addr, peer_addr) = free_ports();
         Node {
@@ -63,12 +79,45 @@ impl Node {
             peer_addr,
             api: Api::new(&format!("http://{api_addr}")),
             config: None,
+            nofile: None,
         }
+    }
+
+    /// The process id of the running node.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the node is running").id()
+    }
+
+    /// The API listener's address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The peer listener's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
     }
 
     /// The HTTP API of the current process (a new connection pool after every restart).
     pub fn api(&self) -> &Api {
         &self.api
+    }
+
+    /// The resident memory of the current process in bytes (`VmRSS` from `/proc`).
+    pub fn resident_bytes(&self) -> u64 {
+        let pid = self
+            .child
+            .as_ref()
+            .map(Child::id)
+            .expect("the node is running");
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status");
+        kib * 1024
     }
 
     /// `http://127.0.0.1:P`, what `VERDICT_URL` should be for the CLI.
@@ -98,7 +147,16 @@ impl Node {
         let log_path = self.log_path();
         let log = File::create(&log_path).expect("create node log");
         let err = log.try_clone().expect("clone log handle");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_verdict"));
+        let binary = binary_under_test();
+        let mut command = match &self.nofile {
+            // prlimit sets the limits on itself and execs the node: same process id.
+            Some(limits) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={limits}")).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
         command.arg("serve");
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
@@ -179,6 +237,14 @@ impl Drop for Node {
             eprintln!("{}", self.log_tail(60));
         }
     }
+}
+
+/// The `verdict` binary the nodes run: `VERDICT_E2E_BIN` when set (e.g. an older build, to show
+/// that a new test fails on the code before a change), else the one this test run built.
+fn binary_under_test() -> PathBuf {
+    std::env::var_os("VERDICT_E2E_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_verdict")))
 }
 
 /// Two loopback ports for the API and peer listeners (see [`super::unique_port`]).

@@ -1,8 +1,6 @@
 //! The entity store: entities by uid and the reverse parent index that keeps every entity's
 //! ancestor closure up to date as entities arrive and leave.
 
-use std::collections::BTreeSet;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use cedar_policy::EntityUid;
@@ -18,6 +16,8 @@ use crate::error::EngineError;
 use crate::error::ErrorCode;
 use crate::index::FastMap;
 use crate::persist::PersistedState;
+use crate::store::closure::reclose;
+use crate::store::closure::ClosureLimits;
 use crate::store::context::WriteContext;
 
 /// The children of one parent: a persistent hash set whose keys clone with one reference count, so
@@ -76,21 +76,13 @@ impl EntityStore {
                 .unwrap_or_default();
             at.check_if_match("the named entities", self.max_version(&named))?;
         }
-        let mut parsed = parse_entities(&parse_json(json)?, schema)?;
+        let parsed = parse_entities(&parse_json(json)?, schema)?;
         let uids: Vec<EntityUid> = parsed.iter().map(|p| p.entity.uid()).collect();
-        if parsed.len() == 1 {
-            // One entity can only be refused (a cycle) before anything changes: write in place.
-            if let Some(one) = parsed.pop() {
-                self.upsert_entity(one, at.version)?;
-            }
-        } else {
-            // A later entity may be refused after earlier ones went in: all or nothing.
-            let mut next = self.clone();
-            for p in parsed {
-                next.upsert_entity(p, at.version)?;
-            }
-            *self = next;
-        }
+        // A write can be refused after some entities went in: all or nothing, on a copy (cheap:
+        // the maps are persistent, and only the paths touched are copied).
+        let mut next = self.clone();
+        next.write_all(parsed, at.version, ClosureLimits::WRITE)?;
+        *self = next;
         self.entities_version = at.version;
         Ok(entities_changed(Changed::Ids(uids)))
     }
@@ -118,6 +110,10 @@ impl EntityStore {
                 removed.push(uid);
             }
         }
+        // Descendants keep naming a removed entity as a parent, but lose what came through it.
+        // Closures only shrink, so no limit applies, and no cycle can appear.
+        let below: Vec<EntityUid> = removed.iter().flat_map(|u| self.children_of(u)).collect();
+        reclose(self, below, ClosureLimits::NONE)?;
         self.entities_version = at.version;
         Ok(entities_changed(Changed::Ids(removed)))
     }
@@ -132,9 +128,7 @@ impl EntityStore {
         at.check_if_match("the entity set", self.entities_version)?;
         let parsed = parse_entities(&parse_json(json)?, schema)?;
         let mut next = Self::default();
-        for p in parsed {
-            next.upsert_entity(p, at.version)?;
-        }
+        next.write_all(parsed, at.version, ClosureLimits::WRITE)?;
         next.entities_version = at.version;
         *self = next;
         Ok(entities_changed(Changed::All))
@@ -155,15 +149,17 @@ impl EntityStore {
     /// Rebuilds this store from the persisted state.
     pub(crate) fn load(from: &PersistedState) -> Result<Self, EngineError> {
         let mut store = Self::default();
-        // Upserts in any order give the same closures: a parent arriving later propagates down.
+        let mut parsed = Vec::with_capacity(from.entities.len());
         for (json, v) in &from.entities {
             let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
                 EngineError::new(ErrorCode::EntityInvalid, format!("snapshot entity: {e}"))
             })?;
             for e in parse_entities(&serde_json::Value::Array(vec![value]), None)? {
-                store.upsert_entity(e, *v)?;
+                parsed.push((e, *v));
             }
         }
+        // A state accepted once loads whatever limits say today.
+        store.place_all(parsed, ClosureLimits::NONE)?;
         store.entities_version = from.entities_version;
         Ok(store)
     }
@@ -175,17 +171,36 @@ impl EntityStore {
             .unwrap_or(0)
     }
 
-    /// Writes one entity and moves the closure of its descendants. Refused (a cycle) before
-    /// anything changes.
-    fn upsert_entity(&mut self, parsed: ParsedEntity, version: u64) -> Result<(), EngineError> {
-        let uid = parsed.entity.uid();
-        let ancestors = self.closure_of(&parsed.parents);
-        if ancestors.binary_search(&uid).is_ok() {
-            return Err(EngineError::new(
-                ErrorCode::EntityInvalid,
-                format!("entity `{uid}` would be its own ancestor; the parent hierarchy must not have cycles"),
-            ));
+    /// Writes `parsed` at `version`, then closes the ancestors of what moved.
+    fn write_all(
+        &mut self,
+        parsed: Vec<ParsedEntity>,
+        version: u64,
+        limits: ClosureLimits,
+    ) -> Result<(), EngineError> {
+        self.place_all(parsed.into_iter().map(|p| (p, version)).collect(), limits)
+    }
+
+    /// Places each entity with its parent links, then recomputes, once and parents first, the
+    /// closure of every entity that is new or has other parents, and of their descendants.
+    fn place_all(
+        &mut self,
+        parsed: Vec<(ParsedEntity, u64)>,
+        limits: ClosureLimits,
+    ) -> Result<(), EngineError> {
+        let mut moved = Vec::new();
+        for (p, version) in parsed {
+            if let Some(uid) = self.place(p, version) {
+                moved.push(uid);
+            }
         }
+        reclose(self, moved, limits)
+    }
+
+    /// Stores one entity and its parent links, keeping its closure if its parents are unchanged;
+    /// the uid if its closure must be recomputed.
+    fn place(&mut self, parsed: ParsedEntity, version: u64) -> Option<EntityUid> {
+        let uid = parsed.entity.uid();
         let old = self.entities.get(&uid).cloned();
         let old_parents: &[EntityUid] = old.as_ref().map(|o| &o.parents[..]).unwrap_or(&[]);
         for p in old_parents {
@@ -202,10 +217,11 @@ impl EntityStore {
                 self.children.insert(Arc::new(p.clone()), set);
             }
         }
-        let closure_changed = old
-            .as_ref()
-            .map(|o| o.ancestors != ancestors)
-            .unwrap_or(true);
+        let kept = old.filter(|o| o.parents == parsed.parents);
+        let moved = kept.is_none();
+        let ancestors = kept
+            .map(|o| o.ancestors.clone())
+            .unwrap_or_else(|| Arc::from(Vec::new()));
         self.entities.insert(
             child,
             Arc::new(StoredEntity::new(
@@ -216,13 +232,11 @@ impl EntityStore {
                 version,
             )),
         );
-        if closure_changed {
-            self.propagate_from(&uid);
-        }
-        Ok(())
+        moved.then_some(uid)
     }
 
-    /// Removes one entity; whether it was there.
+    /// Removes one entity and its parent links; whether it was there. Its descendants' closures
+    /// are left for [`reclose`].
     fn delete_entity(&mut self, uid: &EntityUid) -> bool {
         let Some(old) = self.entities.remove(uid) else {
             return false;
@@ -230,8 +244,6 @@ impl EntityStore {
         for p in old.parents.iter() {
             self.remove_child(p, uid);
         }
-        // Descendants keep naming `uid` as a parent, but lose what came through it.
-        self.propagate_from(uid);
         true
     }
 
@@ -247,43 +259,20 @@ impl EntityStore {
         }
     }
 
-    /// The ancestor closure implied by a set of direct parents, sorted.
-    fn closure_of(&self, parents: &[EntityUid]) -> Arc<[EntityUid]> {
-        let mut all: BTreeSet<EntityUid> = BTreeSet::new();
-        for p in parents {
-            all.insert(p.clone());
-            if let Some(e) = self.entities.get(p) {
-                all.extend(e.ancestors.iter().cloned());
-            }
-        }
-        all.into_iter().collect::<Vec<_>>().into()
-    }
-
-    /// Recomputes the closure of every descendant of `root` whose closure changes: a worklist that
-    /// revisits a node whenever one of its parents changed. Terminates because the hierarchy is
-    /// acyclic (checked on upsert).
-    fn propagate_from(&mut self, root: &EntityUid) {
-        let mut work: VecDeque<EntityUid> = self
+    /// The direct children of `uid` (entities naming it as a parent), sorted.
+    pub(super) fn children_of(&self, uid: &EntityUid) -> Vec<EntityUid> {
+        let mut kids: Vec<EntityUid> = self
             .children
-            .get(root)
+            .get(uid)
             .map(|s| s.keys().map(|k| (**k).clone()).collect())
             .unwrap_or_default();
-        while let Some(uid) = work.pop_front() {
-            let Some(stored) = self.entities.get(&uid).cloned() else {
-                continue;
-            };
-            let ancestors = self.closure_of(&stored.parents);
-            if ancestors == stored.ancestors {
-                continue;
-            }
-            self.entities.insert(
-                Arc::new(uid.clone()),
-                Arc::new(stored.with_ancestors(ancestors)),
-            );
-            if let Some(kids) = self.children.get(&uid) {
-                work.extend(kids.keys().map(|k| (**k).clone()));
-            }
-        }
+        kids.sort();
+        kids
+    }
+
+    /// Replaces a stored entity (its closure recomputed).
+    pub(super) fn put(&mut self, entity: Arc<StoredEntity>) {
+        self.entities.insert(Arc::new(entity.uid()), entity);
     }
 }
 

@@ -5,6 +5,7 @@
 //! Every store method that executes a command is all or nothing: a refused write leaves the store
 //! as it was, so a state machine can apply a batch to one private copy in place.
 
+pub(crate) mod closure;
 pub mod context;
 pub mod credentials;
 pub mod entities;

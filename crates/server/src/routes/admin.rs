@@ -287,6 +287,30 @@ fn may_write_types<'a>(
     caller.require(Need::EntityTypes(&distinct))
 }
 
+/// The type names of the entity uids among `uids`; uids that do not parse are skipped (the write
+/// itself refuses them).
+fn uid_types<'a>(uids: impl Iterator<Item = &'a Value>) -> Vec<String> {
+    uids.filter_map(|u| cedar_policy::EntityUid::from_json(u.clone()).ok())
+        .map(|u| u.type_name().to_string())
+        .collect()
+}
+
+/// `403 forbidden_parent` unless `caller` may write entities of every parent type in `types`:
+/// membership in a group is a write to what the group grants, so a writer scoped to `Host` may
+/// not enrol a Host in `Admins` (docs/security.md, "Delegated entity writes").
+fn may_give_parents(caller: &Caller, types: &[String]) -> Result<(), ApiError> {
+    may_write_types(caller, types.iter().map(String::as_str)).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden_parent",
+            format!(
+                "an entity's parents must be of types the credential may write: {}",
+                e.detail
+            ),
+        )
+    })
+}
+
 /// `POST /v1/entities`: upsert.
 pub async fn upsert_entities(
     State(state): State<Shared>,
@@ -298,18 +322,14 @@ pub async fn upsert_entities(
         if let Caller::Credential(_) = caller {
             // Entities whose uid does not parse are refused by the write itself.
             let value: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
-            let types: Vec<String> = value
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(|i| i.get("uid").cloned())
-                        .filter_map(|u| cedar_policy::EntityUid::from_json(u).ok())
-                        .map(|u| u.type_name().to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+            let types = uid_types(items.iter().filter_map(|i| i.get("uid")));
             may_write_types(&caller, types.iter().map(String::as_str))?;
+            let parents = items
+                .iter()
+                .filter_map(|i| i.get("parents").and_then(Value::as_array))
+                .flatten();
+            may_give_parents(&caller, &uid_types(parents))?;
         }
         Ok(json)
     });

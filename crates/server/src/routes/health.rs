@@ -182,6 +182,7 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "Stored entities.",
         &[("", snap.entity_count() as u64)],
     );
+    state.connections.render(&mut out);
     if let Some(log) = &state.decision_log {
         decision_log_metrics(&mut out, &log.status());
     }

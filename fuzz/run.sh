@@ -41,6 +41,18 @@ for t in "${targets[@]}"; do
             echo "!! reproducer: fuzz/$a" >&2
             echo "!!   replay: (cd fuzz && $bin_dir/$t $a)  or  cargo +nightly fuzz run ${flags[*]} $t $a" >&2
         done
+        if ! grep -q "Test unit written to" "target/$t.log"; then
+            # A stack overflow on the input thread kills the process before libFuzzer can save the
+            # input: name the seed or saved input that does it by replaying each alone.
+            echo "!! $t died without saving its input (a stack overflow on the 2 MiB input thread?)" >&2
+            for f in corpus/"$t"/* target/corpus/"$t"/*; do
+                [ -f "$f" ] || continue
+                if ! "$bin_dir/$t" "$f" >/dev/null 2>&1; then
+                    echo "!! reproducer: fuzz/$f" >&2
+                    echo "!!   replay: (cd fuzz && $bin_dir/$t $f)" >&2
+                fi
+            done
+        fi
         failed+=("$t")
     fi
 done

@@ -55,7 +55,20 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<(
 
 /// One sample of a `/metrics` family with its labels, e.g. `verdict_connections_open{listener="api"}`.
 async fn metric(api: &crate::harness::Api, sample: &str) -> u64 {
-    let text = api.get("/metrics").await.text;
+    // These nodes close idle connections after a second, so the client's pooled keep-alive
+    // connection may be closing just as it is reused (hyper's IncompleteMessage); the next try
+    // opens a fresh one.
+    let text = crate::harness::cluster::wait_for(Duration::from_secs(5), || async {
+        api.try_get("/metrics").await.and_then(|r| {
+            if r.status == 200 {
+                Ok(r.text)
+            } else {
+                Err(r.text)
+            }
+        })
+    })
+    .await
+    .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
     text.lines()
         .find_map(|l| l.strip_prefix(sample).map(|v| v.trim().to_string()))
         .and_then(|v| v.parse().ok())

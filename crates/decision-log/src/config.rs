@@ -9,6 +9,7 @@
 //! fsync = "interval"          # or "always": an append returns only after its fsync
 //! fsync_interval_ms = 10
 //! when_full = "block"         # or "drop_newest", "drop_oldest"
+//! max_batch_bytes = 4194304   # the records of one batch, estimated before it is decided
 //! mask = ["subject.properties.ssn", "context.password"]
 //!
 //! [[decision_log.sinks]]
@@ -64,6 +65,13 @@ pub struct Config {
     pub max_queue_bytes: u64,
     /// What an append does when the queue is full.
     pub when_full: WhenFull,
+    /// Most bytes the records of one batch (`POST /access/v1/evaluations`) may be estimated to
+    /// take, checked before the batch is decided: its batch line with the defaults, plus each
+    /// item's own request fields and [`crate::record::DECISION_LINE_OVERHEAD`] per item. A batch
+    /// over it is refused whole (`413 decision_log_batch_too_large`), nothing decided or logged.
+    /// At most half of `max_queue_bytes` is used, whatever is set. The default takes every batch
+    /// the default body and batch limits allow (1 MiB, 1,000 items: about 1.5 MiB of records).
+    pub max_batch_bytes: u64,
     /// Longest an append waits, in milliseconds: for space under `when_full = "block"`, and for its
     /// fsync under `fsync = "always"`. Past it the append fails (and the decision should too).
     pub append_timeout_ms: u64,
@@ -96,6 +104,7 @@ impl Default for Config {
             fsync_interval_ms: 10,
             max_queue_bytes: 512 * 1024 * 1024,
             when_full: WhenFull::Block,
+            max_batch_bytes: 4 * 1024 * 1024,
             append_timeout_ms: 1000,
             segment_bytes: 16 * 1024 * 1024,
             retry_base_ms: 100,
@@ -296,6 +305,9 @@ impl Config {
                 self.sample_rate
             ));
         }
+        if self.max_batch_bytes == 0 {
+            return Err("`max_batch_bytes` must be positive".to_string());
+        }
         if self.segment_bytes == 0 {
             return Err("`segment_bytes` must be positive".to_string());
         }
@@ -366,6 +378,7 @@ mod tests {
             enabled = true
             fsync = "always"
             when_full = "drop_oldest"
+            max_batch_bytes = 1048576
             mask = ["subject.properties.ssn", "context.*"]
             mask_mode = "remove"
 
@@ -388,6 +401,7 @@ mod tests {
         assert!(c.enabled);
         assert_eq!(c.fsync, FsyncMode::Always);
         assert_eq!(c.when_full, WhenFull::DropOldest);
+        assert_eq!(c.max_batch_bytes, 1 << 20);
         assert_eq!(c.mask_mode, MaskMode::Remove);
         let names: Vec<String> = c.sinks.iter().map(SinkConfig::name).collect();
         assert_eq!(
@@ -423,5 +437,10 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().contains("max_queue_bytes"));
+        let c = Config {
+            max_batch_bytes: 0,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("max_batch_bytes"));
     }
 }

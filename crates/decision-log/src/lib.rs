@@ -3,9 +3,11 @@
 //! unix-socket sinks.
 //!
 //! Layout:
-//! - [`log`]: [`DecisionLog`], the handle: `open`, `wants`, `append`, `status`, `shutdown`.
+//! - [`log`]: [`DecisionLog`], the handle: `open`, `wants`, `append`, `append_batch`, `status`,
+//!   `shutdown`.
 //! - [`config`]: [`Config`] and the sink configurations.
-//! - [`record`]: [`Record`], [`LoggedRecord`] and the line schema sinks receive.
+//! - [`record`]: [`Record`], [`BatchRecord`], the lines sinks receive ([`Line`], [`LoggedRecord`],
+//!   [`LoggedBatch`]) and their schema.
 //! - `mask`: masking or removing configured request paths.
 //! - `frame`, `queue`, `writer`, `reader`: the on-disk queue. Segments of length- and
 //!   CRC-framed records; the writer thread group-commits them; readers follow the durable position.
@@ -94,5 +96,8 @@ pub use error::ShutdownError;
 pub use log::Appended;
 pub use log::DecisionLog;
 pub use metrics::Status;
+pub use record::BatchRecord;
+pub use record::Line;
+pub use record::LoggedBatch;
 pub use record::LoggedRecord;
 pub use record::Record;

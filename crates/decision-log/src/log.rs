@@ -28,7 +28,9 @@ use crate::metrics::SinkState;
 use crate::metrics::Status;
 use crate::queue::Queue;
 use crate::reader::Reader;
+use crate::record::encode_batch_payload;
 use crate::record::encode_payload;
+use crate::record::BatchRecord;
 use crate::record::Record;
 use crate::sink::Retry;
 use crate::sink::Shipper;
@@ -44,10 +46,11 @@ pub enum Appended {
     /// Queued under this sequence: durable already under `fsync = "always"`, within
     /// `fsync_interval_ms` under `"interval"`.
     Logged {
-        /// The record's per-node sequence.
+        /// The record's per-node sequence (of a batch: its batch line's; its decisions follow).
         seq: u64,
     },
-    /// The queue was full and `when_full` dropped the record (counted in the status).
+    /// The queue was full and `when_full` dropped the record, or a batch's records, whole
+    /// (counted in the status).
     Dropped,
 }
 
@@ -66,6 +69,7 @@ struct Inner {
     when_full: crate::config::WhenFull,
     max_queue_bytes: u64,
     append_timeout: Duration,
+    max_batch_bytes: u64,
     masker: Masker,
     writer: Arc<Writer>,
     queue: Arc<Queue>,
@@ -192,6 +196,7 @@ impl DecisionLog {
                 when_full: config.when_full,
                 max_queue_bytes: config.max_queue_bytes,
                 append_timeout: Duration::from_millis(config.append_timeout_ms),
+                max_batch_bytes: config.max_batch_bytes.min(config.max_queue_bytes / 2),
                 masker: Masker::new(&config.mask, config.mask_mode, &config.mask_with),
                 writer,
                 queue,
@@ -223,26 +228,71 @@ impl DecisionLog {
     pub async fn append(&self, mut record: Record) -> Result<Appended, AppendError> {
         let i = &*self.inner;
         i.masker.apply(&mut record.request);
-        let payload = encode_payload(i.node_id, &record)?;
-        if payload.len() > MAX_PAYLOAD {
-            return Err(AppendError::TooLarge {
-                bytes: payload.len(),
-                limit: MAX_PAYLOAD,
-            });
+        let payload = checked(encode_payload(i.node_id, &record)?)?;
+        self.queue_group(&[(&payload, record.timestamp_ms)]).await
+    }
+
+    /// Queues the records of one batch's decisions behind one line holding the batch's defaults
+    /// (see [`crate::record`], "Line schema"): sets `batch.items` and each record's `batch_id`,
+    /// masks the defaults and every request, and queues the lines all or none, with consecutive
+    /// sequences (the batch line's is answered), sharing one write and fsync. A full queue under
+    /// `drop_newest` drops the whole group; a failure leaves none of it queued. Waits as
+    /// [`DecisionLog::append`] does. With no records nothing is queued (`Dropped`, not counted).
+    pub async fn append_batch(
+        &self,
+        mut batch: BatchRecord,
+        mut records: Vec<Record>,
+    ) -> Result<Appended, AppendError> {
+        if records.is_empty() {
+            return Ok(Appended::Dropped);
         }
-        let seq = match i.writer.push(&payload, record.timestamp_ms) {
+        let i = &*self.inner;
+        batch.items = records.len() as u64;
+        i.masker.apply(&mut batch.defaults);
+        let mut payloads = Vec::with_capacity(records.len() + 1);
+        payloads.push((
+            checked(encode_batch_payload(i.node_id, &batch)?)?,
+            batch.timestamp_ms,
+        ));
+        for record in &mut records {
+            record.batch_id = Some(batch.batch_id);
+            i.masker.apply(&mut record.request);
+            payloads.push((
+                checked(encode_payload(i.node_id, record)?)?,
+                record.timestamp_ms,
+            ));
+        }
+        // The requests are serialised: free them before waiting for space or an fsync.
+        drop(records);
+        let group: Vec<(&[u8], u64)> = payloads.iter().map(|(p, t)| (&p[..], *t)).collect();
+        self.queue_group(&group).await
+    }
+
+    /// The largest estimated size of one batch's records that [`DecisionLog::append_batch`]
+    /// should be asked to take: `max_batch_bytes`, but at most half the queue, so that a batch
+    /// refused as too large is told so rather than waiting for space it can never get.
+    pub fn max_batch_bytes(&self) -> u64 {
+        self.inner.max_batch_bytes
+    }
+
+    /// Pushes a group of framed payloads (all or none), waits for space under `block` and for the
+    /// fsync under `always`; answers the group's first sequence.
+    async fn queue_group(&self, group: &[(&[u8], u64)]) -> Result<Appended, AppendError> {
+        let i = &*self.inner;
+        let first = match i.writer.push_all(group) {
             Push::Logged(seq) => seq,
             Push::Dropped => return Ok(Appended::Dropped),
             Push::Closed => return Err(AppendError::Closed),
-            Push::Full => match self.wait_for_space(&payload, record.timestamp_ms).await? {
+            Push::Full => match self.wait_for_space(group).await? {
                 Some(seq) => seq,
                 None => return Ok(Appended::Dropped),
             },
         };
+        let last = first + group.len() as u64 - 1;
         if i.fsync == FsyncMode::Always {
             let mut durable = i.writer.durable.subscribe();
             let waited =
-                tokio::time::timeout(i.append_timeout, durable.wait_for(|d| d.seq >= seq)).await;
+                tokio::time::timeout(i.append_timeout, durable.wait_for(|d| d.seq >= last)).await;
             match waited {
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => return Err(AppendError::Closed),
@@ -253,17 +303,17 @@ impl DecisionLog {
                 }
             }
         }
-        Ok(Appended::Logged { seq })
+        Ok(Appended::Logged { seq: first })
     }
 
     /// `when_full = "block"`: retries the push each time a segment is deleted, until the deadline.
-    async fn wait_for_space(&self, payload: &[u8], ts: u64) -> Result<Option<u64>, AppendError> {
+    async fn wait_for_space(&self, group: &[(&[u8], u64)]) -> Result<Option<u64>, AppendError> {
         let i = &*self.inner;
         let deadline = Instant::now() + i.append_timeout;
         // Subscribed before the retry below, so a deletion between the two is not missed.
         let mut space = i.queue.space.subscribe();
         loop {
-            match i.writer.push(payload, ts) {
+            match i.writer.push_all(group) {
                 Push::Logged(seq) => return Ok(Some(seq)),
                 Push::Dropped => return Ok(None),
                 Push::Closed => return Err(AppendError::Closed),
@@ -273,7 +323,9 @@ impl DecisionLog {
                 .await
                 .is_err()
             {
-                i.metrics.drops.add(DropReason::BlockTimeout, 1);
+                i.metrics
+                    .drops
+                    .add(DropReason::BlockTimeout, group.len() as u64);
                 return Err(AppendError::Full {
                     waited_ms: i.append_timeout.as_millis() as u64,
                 });
@@ -330,6 +382,17 @@ impl DecisionLog {
         }
         Ok(())
     }
+}
+
+/// A payload the frame format can hold, or [`AppendError::TooLarge`].
+fn checked(payload: Vec<u8>) -> Result<Vec<u8>, AppendError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(AppendError::TooLarge {
+            bytes: payload.len(),
+            limit: MAX_PAYLOAD,
+        });
+    }
+    Ok(payload)
 }
 
 struct Recovered {

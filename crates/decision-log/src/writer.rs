@@ -109,9 +109,25 @@ impl Writer {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Frames `payload` into the buffer, or says why not. Never blocks beyond the mutex.
+    /// Frames `payload` into the buffer, or says why not: [`Writer::push_all`] of one.
+    #[cfg(test)]
     pub(crate) fn push(&self, payload: &[u8], timestamp_ms: u64) -> Push {
-        let len = (HEADER_LEN + payload.len()) as u64;
+        self.push_all(&[(payload, timestamp_ms)])
+    }
+
+    /// Frames every `(payload, timestamp_ms)` of `group` into the buffer with consecutive
+    /// sequences, all or none: the space check covers the whole group, so a full queue never
+    /// leaves the first records of a batch logged and the rest not. Answers the first sequence.
+    /// Never blocks beyond the mutex.
+    ///
+    /// The group is never split across write batches (the writer takes the whole buffer at once),
+    /// hence never across segments either.
+    pub(crate) fn push_all(&self, group: &[(&[u8], u64)]) -> Push {
+        let records = group.len() as u64;
+        let len: u64 = group
+            .iter()
+            .map(|(payload, _)| (HEADER_LEN + payload.len()) as u64)
+            .sum();
         let mut p = self.lock();
         if p.closed {
             return Push::Closed;
@@ -121,14 +137,14 @@ impl Writer {
             match self.opts.when_full {
                 WhenFull::Block => return Push::Full,
                 WhenFull::DropNewest => {
-                    self.metrics.drops.add(DropReason::QueueFull, 1);
+                    self.metrics.drops.add(DropReason::QueueFull, records);
                     return Push::Dropped;
                 }
                 WhenFull::DropOldest => {
                     // Eviction frees whole sealed segments; memory is bounded all the same if the
                     // writer cannot keep up at all.
                     if p.buf.len() as u64 + len > self.opts.max_bytes {
-                        self.metrics.drops.add(DropReason::QueueFull, 1);
+                        self.metrics.drops.add(DropReason::QueueFull, records);
                         return Push::Dropped;
                     }
                     wake |= !p.evict;
@@ -136,18 +152,23 @@ impl Writer {
                 }
             }
         }
-        let seq = p.last_seq + 1;
-        p.last_seq = seq;
-        p.records += 1;
-        frame::encode(&mut p.buf, seq, timestamp_ms, payload);
+        let first = p.last_seq + 1;
+        p.buf.reserve(len as usize);
+        for (payload, timestamp_ms) in group {
+            p.last_seq += 1;
+            let seq = p.last_seq;
+            frame::encode(&mut p.buf, seq, *timestamp_ms, payload);
+        }
+        p.records += records;
+        let last = p.last_seq;
         self.metrics.queue_bytes.fetch_add(len, Relaxed);
-        self.metrics.appended.fetch_add(1, Relaxed);
-        self.metrics.last_seq.store(seq, Relaxed);
+        self.metrics.appended.fetch_add(records, Relaxed);
+        self.metrics.last_seq.store(last, Relaxed);
         drop(p);
         if wake {
             self.wake.notify_one();
         }
-        Push::Logged(seq)
+        Push::Logged(first)
     }
 
     /// Stops appends; the writer thread writes what is buffered, fsyncs and exits.

@@ -1,5 +1,6 @@
 //! Integration tests: real files, real sockets, one binary with shared helpers.
 
+mod batch;
 mod full;
 mod gc;
 mod mask;

@@ -18,6 +18,7 @@ use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::task::JoinSet;
 
+use crate::decision_log_batch::decisions;
 use crate::harness::{assert_problem, unique_port, Api, Node, Resp};
 
 /// Everyone may do anything (with an obligation), except `User::"blocked"` (with a reason).
@@ -86,6 +87,16 @@ fn decision_ids(resp: &Resp) -> Vec<String> {
         .map(str::to_string)
         .into_iter()
         .collect()
+}
+
+/// Lines the log holds for requests `0..n`: one per decision, plus a batch line per batch.
+fn lines_for(n: usize) -> usize {
+    (0..n)
+        .map(|i| match decision_request(i).0 {
+            "/access/v1/evaluations" => 4,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Sends request `n`; asserts 200 and that every decision in it was logged; returns the ids.
@@ -164,9 +175,9 @@ fn deduplicated(received: &[Value]) -> Result<Vec<Value>, String> {
         }
         if seq <= last {
             let first = &taken[(seq - 1) as usize];
-            assert_eq!(
-                first["decision_id"], r["decision_id"],
-                "sequence {seq} delivered twice with different decisions"
+            assert!(
+                first["decision_id"] == r["decision_id"] && first["batch_id"] == r["batch_id"],
+                "sequence {seq} delivered twice with different records: {first} and {r}"
             );
             continue;
         }
@@ -483,19 +494,19 @@ ack_timeout_ms = 2000
     for (who, got) in [("the HTTP collector", &http), ("the unix sidecar", &unix)] {
         let delivered = eventually(&format!("every record at {who}"), DELIVERY_DEADLINE, || {
             let result = deduplicated(&got.records()).and_then(|d| {
-                if d.len() == answered.len() {
+                if d.len() == lines_for(300) {
                     Ok(d)
                 } else {
-                    Err(format!("{} of {} records", d.len(), answered.len()))
+                    Err(format!("{} of {} records", d.len(), lines_for(300)))
                 }
             });
             async move { result }
         })
         .await;
         got.assert_nothing_bad(who);
-        let in_seq_order: Vec<&str> = delivered
+        let in_seq_order: Vec<String> = decisions(&delivered)
             .iter()
-            .map(|r| r["decision_id"].as_str().unwrap_or_default())
+            .map(|r| r["decision_id"].as_str().unwrap_or_default().to_string())
             .collect();
         assert_eq!(
             in_seq_order, answered,
@@ -507,7 +518,7 @@ ack_timeout_ms = 2000
         let s = status(api).await;
         let caught_up = s["sinks"].as_array().is_some_and(|k| {
             k.iter()
-                .all(|k| k["lag"] == 0 && k["acked_seq"] == answered.len())
+                .all(|k| k["lag"] == 0 && k["acked_seq"] == lines_for(300))
         });
         if caught_up {
             Ok(s)
@@ -516,7 +527,7 @@ ack_timeout_ms = 2000
         }
     })
     .await;
-    assert_eq!(s["last_seq"], answered.len());
+    assert_eq!(s["last_seq"], lines_for(300));
     let metrics = api.get("/metrics").await.ok().text;
     for sink in ["collector", "sidecar"] {
         assert_eq!(
@@ -566,12 +577,14 @@ path = {}
     for n in 0..40 {
         answered.extend(decide_logged(api, n).await);
     }
-    let records = eventually("every record in the file", DELIVERY_DEADLINE, || {
-        let records = file_records(&sink);
-        let result = all_delivered(&records, &answered).map(|()| records);
+    let lines = eventually("every record in the file", DELIVERY_DEADLINE, || {
+        let lines = file_records(&sink);
+        let result = all_delivered(&lines, &answered).map(|()| lines);
         async move { result }
     })
     .await;
+    // Batch items with their batch's defaults applied, as a consumer rebuilds them.
+    let records = decisions(&lines);
 
     let raw = std::fs::read_to_string(&sink).expect("read the file sink");
     assert!(
@@ -644,8 +657,20 @@ path = {}
     assert_eq!(permit["obligations"], json!(["loa:2"]));
     assert!(permit["reasons"]["reason_user"].is_null());
 
-    // A batch item's record is the item with the batch defaults applied.
-    let item = by_id(&answered[3 + 1]); // request 3 is a batch; its second item
+    // A batch item's line holds only its own request fields and names its batch line, which holds
+    // the defaults once, masked (`decisions` rebuilt the requests checked below from the two).
+    let raw = lines.iter().find(|r| r["decision_id"] == answered[3 + 1]);
+    let raw = raw.expect("the batch item's line");
+    assert_eq!(
+        raw["request"],
+        json!({"resource": {"type": "Doc", "id": "b-3-1"}, "subject": {"type": "User", "id": "blocked"}})
+    );
+    let head = lines.iter().find(|l| l["batch_id"] == raw["batch_id"]);
+    assert_eq!(
+        head.expect("its batch line")["defaults"]["context"],
+        json!({"idp": "idp-1"})
+    );
+    let item = by_id(&answered[3 + 1]);
     assert_eq!(item["request"]["subject"]["id"], "blocked");
     assert_eq!(item["request"]["resource"]["id"], "b-3-1");
     assert_eq!(item["request"]["context"], json!({"idp": "idp-1"}));

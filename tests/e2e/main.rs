@@ -10,6 +10,7 @@ mod bad_input;
 mod batch;
 mod cluster;
 mod decision_log;
+mod decision_log_batch;
 mod durability;
 mod examples;
 mod harness;

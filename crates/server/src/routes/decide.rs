@@ -14,6 +14,7 @@ use axum::Json;
 use serde_json::json;
 use serde_json::Map;
 use serde_json::Value;
+use verdict_decision_log::BatchRecord;
 use verdict_engine::token;
 use verdict_engine::Decision;
 use verdict_engine::DecisionInput;
@@ -327,11 +328,12 @@ pub async fn evaluations(
 ) -> Response {
     let bearer = bearer(&state, &headers);
     let result = async {
-        let (obj, snapshot) = prepare(&state, &headers, raw).await?;
+        let (mut obj, snapshot) = prepare(&state, &headers, raw).await?;
         let sem = semantic(&obj)?;
-        let items = match obj.get("evaluations") {
+        // Taken out, not copied: from here on the top level is read only for its defaults.
+        let items = match obj.remove("evaluations") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items.clone(),
+            Some(Value::Array(items)) => items,
             Some(_) => {
                 return Err(ApiError::bad_request("invalid_json", "`evaluations` must be an array"))
             }
@@ -359,15 +361,21 @@ pub async fn evaluations(
             return Ok((body, snapshot.version(), id));
         }
         let log = state.decision_log.as_ref();
+        if let Some(log) = log {
+            // Before anything is decided, so a refused batch leaves no trace.
+            decision_log::check_batch_budget(log, &obj, &items)?;
+        }
+        // The batch line's id and time, taken before its items are decided.
+        let batch = log.map(|_| BatchRecord::new(snapshot.version(), Value::Null));
         // Decisions to log: (item index, record). Items that could not be evaluated are answered
         // like a 400 inside the batch, not as decisions, and are not logged.
         let mut records = Vec::new();
         // Counted once the batch is answered (a failed append answers none of it).
         let (mut allows, mut denies) = (0, 0);
         let mut out = Vec::with_capacity(items.len());
-        for item in &items {
+        for item in items {
             let started = log.map(|_| Instant::now());
-            let result = match item {
+            let result = match &item {
                 Value::Object(m) => evaluate(&snapshot, m, Some(&obj), bearer),
                 _ => Err(ApiError::bad_request("invalid_json", "each evaluation must be an object")),
             };
@@ -376,7 +384,8 @@ pub async fn evaluations(
                     let answer = decision_json(&d);
                     if let (Some(log), Some(started), Value::Object(m)) = (log, started, item) {
                         if log.wants(d.allow) {
-                            let request = decision_log::logged_request(m, Some(&obj));
+                            // The item's own fields only: the batch line holds the defaults.
+                            let request = decision_log::item_request(m);
                             let latency = micros_since(started);
                             let reasons = decision_log::reasons_of(&answer);
                             let record = decision_log::record(&d, request, reasons, latency);
@@ -405,9 +414,10 @@ pub async fn evaluations(
                 break;
             }
         }
-        if let (Some(log), false) = (log, records.is_empty()) {
+        if let (Some(log), Some(mut batch), false) = (log, batch, records.is_empty()) {
             let (at, records): (Vec<usize>, Vec<_>) = records.into_iter().unzip();
-            let ids = decision_log::append_all(log, records)
+            batch.defaults = decision_log::batch_defaults(obj);
+            let ids = decision_log::append_batch(log, batch, records)
                 .await
                 .inspect_err(|_| Metrics::inc(&state.metrics.decisions_unlogged))?;
             // A batch answers each logged item's id in its own context: a header list would

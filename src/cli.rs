@@ -87,8 +87,6 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Follow the change stream (`GET /v1/watch`): one JSON line per applied version.
     Watch(WatchArgs),
-    /// Run a small TCP load balancer over the nodes' API listeners (round robin, per connection).
-    Proxy(ProxyArgs),
     /// The token key ring (replicated): rotate it, list its keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -495,31 +493,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
-}
-
-/// `verdict proxy`.
-#[derive(Debug, Args)]
-pub struct ProxyArgs {
-    /// Where clients connect.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// A node's API address; repeat for every node. Names are resolved again every --resolve-every.
-    #[arg(
-        long = "backend",
-        value_name = "HOST:PORT",
-        required = true,
-        value_parser = crate::proxy::parse_backend
-    )]
-    pub backends: Vec<String>,
-    /// How long to wait for one backend to accept before trying the next.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-    /// How often backend names are resolved again (containers may come back with a new address).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    pub resolve_every: Duration,
-    /// Client connections served at once; more wait to be accepted.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
-    pub max_connections: usize,
 }
 
 #[cfg(test)]

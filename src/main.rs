@@ -2,8 +2,7 @@
 //!
 //! This binary is argument parsing and glue; the node is `verdict-server`, the HTTP calls are
 //! `verdict-client`. Layout: `cli.rs` (clap structs), `serve.rs`, `admin.rs` (policy, schema,
-//! entity), `check.rs`, `bench/`, `proxy.rs` (`verdict proxy`, a TCP load balancer for a cluster)
-//! and `output.rs` (printing helpers shared by the client commands).
+//! entity), `check.rs`, `bench/` and `output.rs` (printing helpers shared by the client commands).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -15,7 +14,6 @@ mod check;
 mod cli;
 mod cluster;
 mod output;
-mod proxy;
 mod serve;
 mod tokens;
 
@@ -96,7 +94,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&connect()?, &args, out).await,
         Command::Cluster(cmd) => cluster::run(&connect()?, cmd, out).await,
         Command::Watch(args) => cluster::watch(&connect()?, &args).await,
-        Command::Proxy(args) => proxy::run(args).await,
         Command::Keys(cmd) => tokens::keys(&connect()?, cmd, out).await,
         Command::Token(cmd) => tokens::token(&connect()?, cmd, out).await,
         Command::Revoke(args) => tokens::revoke(&connect()?, args, out).await,

@@ -112,7 +112,6 @@ if ((docker_dns)); then
 resolvers docker
     # Docker's embedded DNS, from the /etc/resolv.conf that Docker mounts into the container.
     parse-resolv-conf
-    hold valid 10s
 EOF
 fi
 cat <<EOF

@@ -74,7 +74,7 @@ expect_status() {
 # Prints nothing while the stats page does not answer.
 server_stat() {
     local server=$1 column=$2
-    curl -s --max-time 2 "$stats" | awk -F, -v server="$server" -v column="$column" '
+    { curl -s --max-time 2 "$stats" || true; } | awk -F, -v server="$server" -v column="$column" '
         NR == 1 { sub(/^# /, ""); for (i = 1; i <= NF; i++) if ($i == column) c = i; next }
         c && $1 == "verdict" && $2 == server { print $c }'
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the `verdict:local` image: a static `verdict` binary built here, copied into a `FROM scratch`
 # image (no image can be pulled on our machines, so there is no builder stage; see Dockerfile).
+# Then builds `verdict-haproxy:local`, the load balancer of docker-compose.yml, with
+# scripts/haproxy-image.sh (seconds), so one command makes everything `docker-compose up` needs.
 #
 #   scripts/docker-build.sh            # image tag verdict:local
 #   IMAGE=verdict:dev scripts/docker-build.sh
@@ -40,3 +42,5 @@ fi
 echo "== docker build -t $image"
 docker build -t "$image" .
 docker image ls "$image"
+
+scripts/haproxy-image.sh

@@ -1,19 +1,14 @@
-//! Cedar policy text through a policy write: `PUT /v1/policies/{id}` and `PUT /v1/policies` (a
-//! whole set), limits check and parse in `check`, then apply.
+//! Cedar policy text through `PUT /v1/policies/{id}` and `PUT /v1/policies` (a whole set), as
+//! `text/plain`: the route's checks, then admission, check and apply (`verdict_fuzz::propose`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use verdict_engine::Command;
-use verdict_engine::Snapshot;
+use verdict_fuzz::route;
 
-fuzz_target!(|text: &str| verdict_fuzz::on_node_stack(|| {
-    let empty = Snapshot::empty();
-    verdict_fuzz::write(
-        &empty,
-        Command::PutPolicy {
-            id: "p".into(),
-            cedar: text.into(),
-        },
-    );
-    verdict_fuzz::write(&empty, Command::ReplacePoliciesText { cedar: text.into() });
-}));
+fuzz_target!(|body: &[u8]| {
+    let body = body.to_vec();
+    verdict_fuzz::on_node(async move {
+        route::put_policy(&body).await;
+        route::replace_policies(&body).await;
+    });
+});

@@ -1,23 +1,13 @@
-//! Cedar schema text through `PUT /v1/schema`: the first byte chooses the format (even: Cedar
-//! schema text, odd: JSON schema), the rest is the schema.
+//! A schema through `PUT /v1/schema`: the first byte chooses the format (even: Cedar schema text,
+//! odd: JSON schema, sent as `application/json`), the rest is the body.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use verdict_engine::Command;
-use verdict_engine::Snapshot;
 
-fuzz_target!(|data: &[u8]| verdict_fuzz::on_node_stack(|| {
-    let Some((format, text)) = data.split_first() else {
+fuzz_target!(|data: &[u8]| {
+    let Some((format, body)) = data.split_first() else {
         return;
     };
-    let Ok(text) = std::str::from_utf8(text) else {
-        return;
-    };
-    verdict_fuzz::write(
-        &Snapshot::empty(),
-        Command::PutSchema {
-            text: text.into(),
-            json: format % 2 == 1,
-        },
-    );
-}));
+    let (json, body) = (format % 2 == 1, body.to_vec());
+    verdict_fuzz::on_node(async move { verdict_fuzz::route::put_schema(&body, json).await });
+});

@@ -1,49 +1,127 @@
-//! What the fuzz targets share: a write taken the way the cluster takes it (check on the leader,
-//! then apply of the committed entry with the same parse cache), the small fixed state decisions
-//! run against, and the server's path from an AuthZEN body to a decision.
+//! What the fuzz targets share: each input takes the path it takes in a node, through the node's
+//! own checks, on the node's own kinds of thread, so that the fuzzer finds what a node would hit
+//! and nothing the node's defences already stop:
 //!
-//! Each target must never panic, abort or run out of time or memory on any input: a refusal is
-//! an ordinary result. libFuzzer reports everything else.
+//! - the route's checks ([`route`]: body limits, `verdict_server::body`, item counts) and every
+//!   decision run as a task on a tokio runtime built as `verdict serve` builds it (src/main.rs),
+//!   so on a worker thread with tokio's default stack, as a request does;
+//! - a write's admission and check run on the server's parse pool, started with its default
+//!   configuration (`[parse]`, so its threads' stack), in the order `AppState::propose` runs them;
+//! - the committed write is applied back on a worker, as the state machine's task applies it:
+//!   once with the check's parse cache (the leader) and once with an empty one (a follower
+//!   parses the texts again, on a worker's stack).
+//!
+//! No input may panic, abort, or run out of time or memory: a refusal is an ordinary result.
+//! libFuzzer reports everything else (libfuzzer-sys makes any panic, on any thread, an abort).
 
+pub mod route;
+
+use std::future::Future;
 use std::sync::OnceLock;
-use std::thread;
 
-use serde_json::Map;
-use serde_json::Value;
-use verdict_engine::limits;
+use tokio::runtime::Runtime;
+use verdict_engine::admission;
 use verdict_engine::Command;
-use verdict_engine::DecisionInput;
+use verdict_engine::Outcome;
 use verdict_engine::ParseCache;
 use verdict_engine::Snapshot;
 use verdict_engine::Write;
+use verdict_server::parse_pool::ParsePool;
+use verdict_server::parse_pool::ParsePoolConfig;
+use verdict_server::Config;
 
-/// The stack a request's parsing and evaluation get in a node: a tokio worker's (2 MiB). libFuzzer
-/// runs inputs on the main thread (8 MiB), where an input that overflows a worker would pass; if
-/// parsing moves to a pool with a larger stack, this follows it.
-pub const NODE_STACK_BYTES: usize = 2 * 1024 * 1024;
-
-/// Runs `f` on a thread with [`NODE_STACK_BYTES`] of stack, as a node would run it. A stack
-/// overflow there aborts the process, which libFuzzer reports as a crash; a panic is re-raised.
-pub fn on_node_stack(f: impl FnOnce() + Send) {
-    thread::scope(|s| {
-        let handle = thread::Builder::new()
-            .stack_size(NODE_STACK_BYTES)
-            .spawn_scoped(s, f);
-        match handle {
-            Ok(h) => {
-                if let Err(panic) = h.join() {
-                    std::panic::resume_unwind(panic);
-                }
-            }
-            Err(e) => panic!("cannot start a thread for the input: {e}"),
-        }
-    });
+/// The node's defaults: body limits, item counts, the parse pool.
+pub fn config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(Config::default)
 }
 
-/// Policies of the fixed state: a group hierarchy, context and attribute access, and a long
-/// `like` pattern (issue #13, case 8) that a fuzzed context string is matched against.
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        // As src/main.rs builds the node's runtime: the workers' stack is tokio's default.
+        match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => panic!("cannot start the async runtime: {e}"),
+        }
+    })
+}
+
+fn parse_pool() -> &'static ParsePool {
+    static POOL: OnceLock<ParsePool> = OnceLock::new();
+    POOL.get_or_init(|| match ParsePool::start(&ParsePoolConfig::default()) {
+        Ok(pool) => pool,
+        Err(e) => panic!("cannot start the parse threads: {e}"),
+    })
+}
+
+/// Runs `work` as a task on a worker of the node's runtime and waits for it: its stack is a
+/// request's. A stack overflow there aborts the process, as it would abort a node.
+pub fn on_node(work: impl Future<Output = ()> + Send + 'static) {
+    let rt = runtime();
+    if let Err(e) = rt.block_on(rt.spawn(work)) {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("the input's task did not finish: {e}"),
+        }
+    }
+}
+
+/// Takes one write as a node does (`AppState::propose`, then the state machine's apply): admission
+/// and check on the parse pool, then, if it passed, apply at the next version on this worker.
+/// Answers the state after it, or `None` when it was refused before proposing.
+///
+/// Checks two things a replica relies on: a write that passed its check is applied, not refused
+/// after it committed; and apply answers the same whether or not the check's parses are cached
+/// (the leader applies from the cache, a follower parses again).
+pub async fn propose(state: Snapshot, command: Command) -> Option<Snapshot> {
+    let write = Write {
+        command,
+        if_match: None,
+        idempotency_key: None,
+        stamped_ms: 1,
+    };
+    let parses = std::sync::Arc::new(ParseCache::new());
+    let checked = {
+        let (state, write, parses) = (state.clone(), write.clone(), parses.clone());
+        parse_pool()
+            .run(move || {
+                admission::admit(&write)?;
+                state.check(&write, &parses)
+            })
+            .await
+    };
+    match checked {
+        Ok(Ok(_)) => {}
+        Ok(Err(_refused)) => return None,
+        Err(e) => panic!(
+            "the parse pool answered {} {}: {}",
+            e.status, e.code, e.detail
+        ),
+    }
+    let version = state.version() + 1;
+    let (next, applied) = state.apply(version, &write, &parses);
+    let (_, replayed) = state.apply(version, &write, &ParseCache::new());
+    assert_eq!(
+        applied.outcome,
+        Outcome::Applied,
+        "a write that passed its check was refused in apply, after it committed"
+    );
+    assert_eq!(
+        applied, replayed,
+        "apply answered differently with the check's parses (leader) and without (follower)"
+    );
+    Some(next)
+}
+
+/// Policies of the fixed state: a group hierarchy, context and attribute access, and the longest
+/// `like` pattern a write may carry (issue #13, case 8), against which a fuzzed context string is
+/// matched.
 fn fixed_policies() -> String {
-    let long_like = "a".repeat(8_000);
+    let longest_like = "a".repeat(verdict_engine::limits::MAX_LIKE_PATTERN - 2);
     format!(
         r#"@id("admins")
 permit(principal in Group::"admins", action, resource);
@@ -52,7 +130,7 @@ permit(principal, action == Action::"read", resource) when {{ resource has owner
 @id("ctx")
 permit(principal, action, resource) when {{ context has level && context.level == 3 }};
 @id("like")
-forbid(principal, action, resource) when {{ context has s && context.s like "*{long_like}*" }};
+forbid(principal, action, resource) when {{ context has s && context.s like "*{longest_like}*" }};
 "#
     )
 }
@@ -65,86 +143,28 @@ const FIXED_ENTITIES: &str = r#"[
   {"uid": {"type": "Doc", "id": "d1"}, "attrs": {"owner": {"__entity": {"type": "User", "id": "bob"}}}, "parents": []}
 ]"#;
 
-/// Takes one write as a node does: `check` before proposing, then `apply` at the next version
-/// with the same parse cache. Returns the state after it (unchanged when refused).
-pub fn write(state: &Snapshot, command: Command) -> Snapshot {
-    let write = Write {
-        command,
-        if_match: None,
-        idempotency_key: None,
-        stamped_ms: 1,
-    };
-    let parses = ParseCache::new();
-    if state.check(&write, &parses).is_err() {
-        return state.clone();
-    }
-    state.apply(state.version() + 1, &write, &parses).0
-}
-
-/// The small state every decision and entity write runs against, built once.
-pub fn fixed_state() -> &'static Snapshot {
+/// The small state every decision and entity write runs against, written once through
+/// [`propose`]. Call it outside [`on_node`] (it waits on the runtime the first time).
+pub fn fixed_state() -> Snapshot {
     static STATE: OnceLock<Snapshot> = OnceLock::new();
-    STATE.get_or_init(|| {
-        let s = write(
-            &Snapshot::empty(),
-            Command::ReplacePoliciesText {
-                cedar: fixed_policies(),
-            },
-        );
-        write(
-            &s,
-            Command::UpsertEntities {
-                json: FIXED_ENTITIES.into(),
-            },
-        )
-    })
-}
-
-/// The server's path from an `/access/v1/evaluation(s)` body to decisions
-/// (crates/server/src/body.rs `json`, crates/server/src/routes/decide.rs `evaluate`): the nesting
-/// check before parsing, a JSON object, per item the defaults of a batch, a token in
-/// `subject.properties.token` checked against the key ring, then [`DecisionInput::from_authzen`]
-/// and `decide`. Kept to engine calls so the targets need not build the server's network stack.
-pub fn evaluate_body(state: &Snapshot, body: &[u8]) {
-    if body.iter().all(u8::is_ascii_whitespace) || limits::nesting_exceeds(body).is_some() {
-        return;
-    }
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return;
-    };
-    match obj.get("evaluations") {
-        Some(Value::Array(items)) => {
-            for item in items {
-                if let Value::Object(item) = item {
-                    evaluate_item(state, item, Some(&obj));
-                }
+    STATE
+        .get_or_init(|| {
+            let (done, state) = std::sync::mpsc::channel();
+            on_node(async move {
+                let cedar = fixed_policies();
+                let s = propose(Snapshot::empty(), Command::ReplacePoliciesText { cedar }).await;
+                let json = FIXED_ENTITIES.to_string();
+                let s = propose(
+                    s.unwrap_or_else(Snapshot::empty),
+                    Command::UpsertEntities { json },
+                )
+                .await;
+                let _ = done.send(s);
+            });
+            match state.recv() {
+                Ok(Some(s)) if s.policies().count() == 4 => s,
+                _ => panic!("the fixed state did not pass the node's checks"),
             }
-        }
-        _ => evaluate_item(state, &obj, None),
-    }
-}
-
-fn evaluate_item(
-    state: &Snapshot,
-    item: &Map<String, Value>,
-    defaults: Option<&Map<String, Value>>,
-) {
-    let get = |k: &str| item.get(k).or_else(|| defaults.and_then(|d| d.get(k)));
-    let subject = get("subject");
-    if let Some(Value::Object(s)) = subject {
-        let token = s
-            .get("properties")
-            .and_then(|p| p.get("token"))
-            .and_then(Value::as_str);
-        if let Some(t) = token {
-            // The fixed state has no keys: every token is refused, as the server answers it.
-            let _ = state.check_token(t, 1);
-            return;
-        }
-    }
-    if let Ok(input) =
-        DecisionInput::from_authzen(subject, get("action"), get("resource"), get("context"))
-    {
-        let _ = state.decide(&input);
-    }
+        })
+        .clone()
 }

@@ -17,7 +17,9 @@ timeout_s="${FUZZ_TIMEOUT:-10}"
 rss_mb="${FUZZ_RSS_MB:-2048}"
 
 # Without sanitizers: the engine is safe Rust, and ASan's redzones would make stack frames far
-# larger than in the node, so stack overflows would be found where a node has none.
+# larger than in the node, so stack overflows would be found where a node has none. cargo-fuzz's
+# one codegen unit is kept: with more, its coverage passes keep ThinLTO from inlining across units
+# (cargo-fuzz's own note), and sixteen were no cheaper to build here (17 vs 16 CPU minutes).
 flags=(-O -s none --fuzz-dir .)
 python3 seeds.py
 cargo +nightly fuzz build "${flags[@]}"

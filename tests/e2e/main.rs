@@ -4,7 +4,8 @@
 //!
 //! Run with `cargo test --test e2e`. Set `VERDICT_E2E_LOG=debug` for more node logging (printed
 //! when a test fails), and `VERDICT_E2E_DURABILITY_ITERATIONS` / `VERDICT_E2E_DURABILITY_WRITES` to
-//! scale the crash test, `VERDICT_E2E_VERSION_ROUNDS` for the kills of the version test.
+//! scale the crash test, `VERDICT_E2E_VERSION_ROUNDS` for the kills of the version test, `VERDICT_E2E_RESTARTS` for the
+//! restarts of the readiness test.
 
 mod bad_input;
 mod batch;
@@ -20,6 +21,7 @@ mod hostile_writes;
 mod idempotency;
 mod membership;
 mod no_panics;
+mod readiness;
 mod security;
 mod semantics;
 mod tls;

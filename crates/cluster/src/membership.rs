@@ -35,6 +35,41 @@ pub(crate) fn members(metrics: &RaftMetrics<TypeConfig>) -> Vec<(NodeId, NodeInf
         .collect()
 }
 
+/// Whether openraft has loaded this member's membership from storage. Until `Raft`'s core has
+/// run its start-up, its metrics hold an empty placeholder membership with no log id; every
+/// membership a member has ever been in came from a log entry or a snapshot and carries one (the
+/// first, from `initialize`, is entry 0). Judging membership from the placeholder would call a
+/// restarting member "removed" (issue 14).
+pub(crate) fn membership_loaded(metrics: &RaftMetrics<TypeConfig>) -> bool {
+    metrics.membership_config.log_id().is_some()
+}
+
+/// The membership part of readiness: why member `id` should not take traffic as far as its
+/// membership goes, or `None` when it is a member. `seen` is every id that was ever a member
+/// (from the replicated state). "Removed" is said only of a loaded membership that names `id`
+/// no longer, never of the placeholder openraft reports while it starts.
+pub(crate) fn membership_reason(
+    id: NodeId,
+    metrics: &RaftMetrics<TypeConfig>,
+    seen: &BTreeSet<NodeId>,
+) -> Option<String> {
+    let membership = metrics.membership_config.membership();
+    if membership.nodes().any(|(node, _)| *node == id) {
+        return None;
+    }
+    if !membership_loaded(metrics) && !seen.is_empty() {
+        // INVARIANT: a member with replicated state (`seen` not empty) has a membership entry in
+        // its log or snapshot, so an unloaded membership here is openraft still starting.
+        return Some("starting: Raft has not loaded its membership yet".into());
+    }
+    if seen.contains(&id) {
+        return Some(format!(
+            "node {id} was removed from the cluster; wipe its data directory and join with a new id"
+        ));
+    }
+    Some("not a member of a cluster yet: add it as a learner through the leader".into())
+}
+
 /// Runs membership changes for one member.
 #[derive(Clone)]
 pub(crate) struct Membership {
@@ -61,11 +96,15 @@ impl Membership {
     /// committed membership: never accepted again. Until the change that removes a node commits,
     /// that node may still be the leader replicating it (a leader removing itself), and refusing
     /// its traffic then would leave the change uncommitted until an election.
+    /// Empty until openraft has loaded the membership: judged from its start-up placeholder,
+    /// every member would look removed, and their Raft traffic would be refused.
     pub(crate) fn removed_ids(&self) -> BTreeSet<NodeId> {
-        let mut current: BTreeSet<NodeId> = members(&self.metrics())
-            .iter()
-            .map(|(id, _, _)| *id)
-            .collect();
+        let metrics = self.metrics();
+        if !membership_loaded(&metrics) {
+            return BTreeSet::new();
+        }
+        let mut current: BTreeSet<NodeId> =
+            members(&metrics).iter().map(|(id, _, _)| *id).collect();
         let server = self.raft.server_metrics();
         current.extend(
             server
@@ -243,6 +282,57 @@ impl Membership {
                 "node {to} did not take over within 5 s (it may be behind the leader's \
                  log); check `verdict cluster status` and retry"
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::log_id;
+    use openraft::StoredMembership;
+
+    use super::*;
+
+    fn loaded(voters: &[NodeId]) -> RaftMetrics<TypeConfig> {
+        let mut m = RaftMetrics::<TypeConfig>::new_initial(3);
+        let membership = openraft::Membership::new_with_defaults(
+            vec![voters.iter().copied().collect()],
+            voters.iter().copied(),
+        );
+        m.membership_config = Arc::new(StoredMembership::new(
+            Some(log_id::<TypeConfig>(1, 1, 7)),
+            membership,
+        ));
+        m
+    }
+
+    /// Issue 14: before openraft's core has run its start-up, its metrics hold an empty
+    /// membership. A restarting member with state must say "starting", never "removed" (the old
+    /// rule, `!member && seen.contains(id)`, said "removed" here).
+    #[test]
+    fn a_member_whose_membership_is_not_loaded_yet_is_starting_not_removed() {
+        let placeholder = RaftMetrics::<TypeConfig>::new_initial(3);
+        let seen: BTreeSet<NodeId> = [1, 2, 3].into();
+        let reason = membership_reason(3, &placeholder, &seen).expect("not ready");
+        assert!(reason.starts_with("starting"), "{reason}");
+        assert!(!reason.contains("removed"), "{reason}");
+    }
+
+    #[test]
+    fn removed_is_said_only_of_a_loaded_membership_without_the_member() {
+        let seen: BTreeSet<NodeId> = [1, 2, 3].into();
+        assert_eq!(membership_reason(3, &loaded(&[1, 2, 3]), &seen), None);
+        let reason = membership_reason(3, &loaded(&[1, 2]), &seen).expect("not ready");
+        assert!(reason.contains("node 3 was removed"), "{reason}");
+    }
+
+    #[test]
+    fn a_new_node_is_not_a_member_yet_loaded_or_not() {
+        let none = BTreeSet::new();
+        let placeholder = RaftMetrics::<TypeConfig>::new_initial(4);
+        for m in [placeholder, loaded(&[1, 2, 3])] {
+            let reason = membership_reason(4, &m, &none).expect("not ready");
+            assert!(reason.starts_with("not a member"), "{reason}");
         }
     }
 }

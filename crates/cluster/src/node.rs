@@ -19,6 +19,7 @@ use verdict_engine::Write;
 
 use crate::log_store::LogStore;
 use crate::membership::members;
+use crate::membership::membership_reason;
 use crate::membership::Membership;
 use crate::network::PeerNetwork;
 use crate::state_machine::Published;
@@ -175,16 +176,19 @@ impl Node {
         let raft = Raft::new(opts.node_id, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        // A round trip through Raft's core, on every member: the core answers only once it has
+        // loaded the log and published its first metrics, so nothing this node reports from here
+        // on (readiness above all) is judged from openraft's start-up placeholder (issue 14).
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let members = match &opts.bootstrap {
             Bootstrap::Single => Some(BTreeMap::from([(opts.node_id, opts.info.clone())])),
             Bootstrap::Static(m) if m.keys().next() == Some(&opts.node_id) => Some(m.clone()),
             Bootstrap::Static(_) | Bootstrap::Join => None,
         };
         if let Some(members) = members {
-            let initialized = raft
-                .is_initialized()
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
             if !initialized {
                 let count = members.len();
                 raft.initialize(members)
@@ -297,18 +301,10 @@ impl Node {
         if let Err(e) = &m.running_state {
             return Some(format!("raft stopped: {e}"));
         }
-        let membership = m.membership_config.membership();
-        if !membership.nodes().any(|(id, _)| *id == self.id) {
-            if self.published.members_seen().contains(&self.id) {
-                return Some(format!(
-                    "node {} was removed from the cluster; wipe its data directory and join with a new id",
-                    self.id
-                ));
-            }
-            return Some(
-                "not a member of a cluster yet: add it as a learner through the leader".into(),
-            );
+        if let Some(reason) = membership_reason(self.id, &m, &self.published.members_seen()) {
+            return Some(reason);
         }
+        let membership = m.membership_config.membership();
         let Some(leader) = m.current_leader else {
             return Some("no leader is known".into());
         };

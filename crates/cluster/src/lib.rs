@@ -16,6 +16,8 @@
 //! - [`events`]: one log line per node event (leadership, membership, snapshot, purge), from
 //!   openraft's metrics.
 //! - [`network`]: the peer transport's client half: Raft RPCs over HTTP, peer TLS.
+//! - [`peer_call`]: calls between members beside Raft's (remote drain, capacity figures): JSON on
+//!   paths of their own, so an older member answers `404` instead of misreading them.
 //! - [`write`]: the write path: proposing on the leader (giving up when deposed), forwarding from
 //!   a follower, and the client for the other member-to-member calls.
 //! - `membership`: membership changes and leader transfer, checked against Verdict's rules.
@@ -38,6 +40,7 @@ pub mod log_store;
 mod membership;
 pub mod network;
 pub mod node;
+pub mod peer_call;
 pub mod peer_service;
 mod snapshot_file;
 pub mod state_machine;
@@ -51,6 +54,8 @@ pub use node::Limits;
 pub use node::Node;
 pub use node::NodeOptions;
 pub use node::Status;
+pub use peer_call::PeerAnswer;
+pub use peer_call::PeerCaller;
 pub use peer_service::PeerService;
 pub use state_machine::Published;
 pub use types::MembershipError;

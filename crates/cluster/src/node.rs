@@ -22,6 +22,7 @@ use crate::membership::members;
 use crate::membership::membership_reason;
 use crate::membership::Membership;
 use crate::network::PeerNetwork;
+use crate::peer_call::PeerCaller;
 use crate::state_machine::Published;
 use crate::state_machine::Raft;
 use crate::state_machine::StateMachine;
@@ -126,6 +127,8 @@ pub struct Node {
     id: NodeId,
     /// Asks other members for their reports (cluster status).
     forwarder: Forwarder,
+    /// The JSON calls between members (remote drain, capacity figures).
+    caller: PeerCaller,
     writer: Writer,
     membership: Membership,
     limits: Limits,
@@ -202,6 +205,7 @@ impl Node {
             }
         }
         let forwarder = Forwarder::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
+        let caller = PeerCaller::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
         crate::events::spawn(opts.node_id, &raft);
         Ok(Self {
             writer: Writer::new(
@@ -216,6 +220,7 @@ impl Node {
             parses,
             id: opts.node_id,
             forwarder,
+            caller,
             limits: opts.limits,
             draining: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
@@ -369,6 +374,25 @@ impl Node {
             (id, info, voter, report)
         });
         futures::future::join_all(asks).await
+    }
+
+    /// Makes the JSON calls between members (see [`crate::peer_call`]).
+    pub fn peer_caller(&self) -> &PeerCaller {
+        &self.caller
+    }
+
+    /// Member `id`'s addresses and whether it votes, if it is a member.
+    pub fn member(&self, id: NodeId) -> Option<(NodeInfo, bool)> {
+        self.status()
+            .members
+            .into_iter()
+            .find(|(m, _, _)| *m == id)
+            .map(|(_, info, voter)| (info, voter))
+    }
+
+    /// Marks this member as no longer draining: ready again once the freshness checks pass.
+    pub fn clear_draining(&self) {
+        self.draining.store(false, Ordering::Relaxed);
     }
 
     /// Runs a membership change on the leader (forwarding from a follower or learner) and answers

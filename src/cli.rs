@@ -314,8 +314,18 @@ pub enum ClusterCommand {
         /// The voter to lead.
         to: u64,
     },
-    /// Drain the node at --url: not ready from now on, leadership handed off if it leads.
-    Drain,
+    /// Drain a node: not ready from now on (load balancers stop sending to it), leadership handed
+    /// to a ready voter that is not draining if it leads; it keeps answering what still reaches
+    /// it. Without ID, the node at --url.
+    Drain {
+        /// The member to drain (through the node at --url); default: the node at --url.
+        id: Option<u64>,
+    },
+    /// Undo a drain: the node takes traffic again once it is ready. Without ID, the node at --url.
+    Undrain {
+        /// The member to undrain (through the node at --url); default: the node at --url.
+        id: Option<u64>,
+    },
 }
 
 /// `verdict watch`.

@@ -84,16 +84,37 @@ pub async fn run(client: &Client, cmd: ClusterCommand, out: Output) -> anyhow::R
             let v = client.transfer_leader(to).await?;
             written(out, &format!("asked node {to} to lead"), v)?;
         }
-        ClusterCommand::Drain => {
-            let d = client.drain().await?;
+        ClusterCommand::Drain { id } => {
+            let d = match id {
+                Some(id) => client.drain_member(id).await?,
+                None => client.drain().await?,
+            };
             match out {
                 Output::Json => print_json(&d)?,
-                Output::Table => match d.transferred_to {
-                    Some(to) => println!("draining; leadership handed to node {to}"),
-                    None if d.is_leader => {
-                        println!("draining; still the leader (no other voter could take over)")
+                Output::Table => {
+                    let who = d
+                        .node_id
+                        .map_or("node".to_string(), |n| format!("node {n}"));
+                    match d.transferred_to {
+                        Some(to) => println!("{who} draining; leadership handed to node {to}"),
+                        None if d.is_leader => {
+                            println!("{who} draining; still the leader (it is the only voter)")
+                        }
+                        None => println!("{who} draining"),
                     }
-                    None => println!("draining"),
+                }
+            }
+        }
+        ClusterCommand::Undrain { id } => {
+            let u = match id {
+                Some(id) => client.undrain_member(id).await?,
+                None => client.undrain().await?,
+            };
+            match out {
+                Output::Json => print_json(&u)?,
+                Output::Table => match &u.not_ready_reason {
+                    None => println!("node {} undrained and ready", u.node_id),
+                    Some(r) => println!("node {} undrained; not ready yet: {r}", u.node_id),
                 },
             }
         }

@@ -12,6 +12,7 @@ mod batch;
 mod cluster;
 mod decision_log;
 mod decision_log_batch;
+mod drain;
 mod durability;
 mod examples;
 mod harness;

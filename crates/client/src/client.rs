@@ -27,6 +27,7 @@ use crate::PolicyList;
 use crate::Readiness;
 use crate::Result;
 use crate::Schema;
+use crate::Undrained;
 
 const MIN_VERSION: &str = "verdict-min-version";
 const VERSION: &str = "verdict-version";
@@ -346,6 +347,28 @@ impl Client {
         let resp = self
             .send(self.request(Method::POST, &["v1", "node", "drain"])?)
             .await?;
+        decode(resp).await
+    }
+
+    /// `POST /v1/cluster/members/{id}/drain`: drains member `id` through this client's node.
+    pub async fn drain_member(&self, id: u64) -> Result<Drained> {
+        let path = ["v1", "cluster", "members", &id.to_string(), "drain"];
+        let resp = self.send(self.request(Method::POST, &path)?).await?;
+        decode(resp).await
+    }
+
+    /// `DELETE /v1/node/drain`: this client's node takes traffic again.
+    pub async fn undrain(&self) -> Result<Undrained> {
+        let resp = self
+            .send(self.request(Method::DELETE, &["v1", "node", "drain"])?)
+            .await?;
+        decode(resp).await
+    }
+
+    /// `DELETE /v1/cluster/members/{id}/drain`: member `id` takes traffic again.
+    pub async fn undrain_member(&self, id: u64) -> Result<Undrained> {
+        let path = ["v1", "cluster", "members", &id.to_string(), "drain"];
+        let resp = self.send(self.request(Method::DELETE, &path)?).await?;
         decode(resp).await
     }
 

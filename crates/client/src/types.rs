@@ -320,9 +320,12 @@ pub struct ClusterStatus {
     pub members: Vec<ClusterMember>,
 }
 
-/// Answer of `POST /v1/node/drain`.
+/// Answer of `POST /v1/node/drain` (and of draining a member by id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Drained {
+    /// The node drained (absent from releases before it was reported).
+    #[serde(default)]
+    pub node_id: Option<u64>,
     /// Always true.
     pub draining: bool,
     /// Whether the node still leads (no other voter could take over).
@@ -331,6 +334,20 @@ pub struct Drained {
     pub leader: Option<u64>,
     /// The voter leadership was handed to, if this node led.
     pub transferred_to: Option<u64>,
+}
+
+/// Answer of `DELETE /v1/node/drain` (and of undraining a member by id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Undrained {
+    /// The node undrained.
+    pub node_id: u64,
+    /// Always false.
+    pub draining: bool,
+    /// Whether it is ready right away.
+    pub ready: bool,
+    /// Why not, if it is not.
+    #[serde(default)]
+    pub not_ready_reason: Option<String>,
 }
 
 /// The answer of every successful write.

@@ -490,6 +490,10 @@ mod tests {
             Some(RouteNeed::Admin)
         );
         assert_eq!(
+            n(Method::DELETE, "/v1/cluster/members/{id}/drain", ""),
+            Some(RouteNeed::Admin)
+        );
+        assert_eq!(
             n(Method::POST, "/v1/tokens", ""),
             Some(RouteNeed::TokenIssue)
         );

@@ -114,6 +114,14 @@ fn title(code: &str) -> &'static str {
         "outcome_unknown" => "Write outcome unknown",
         "request_timeout" => "Request took too long",
         "too_many_items" => "Too many items in one write",
+        "invalid_request" => "Invalid request",
+        "invalid_membership" => "Invalid membership change",
+        "membership_change_in_progress" => "Membership change in progress",
+        "no_ready_voter" => "No ready voter can take over",
+        "handoff_failed" => "Leadership hand-off failed",
+        "unknown_node" => "Unknown node",
+        "member_release_too_old" => "Member runs an older release",
+        "member_unreachable" => "Member unreachable",
         _ => "Internal error",
     }
 }

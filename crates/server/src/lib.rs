@@ -79,6 +79,8 @@ pub async fn serve(
     panic::install_hook();
     // Freshness is re-checked in the background so the decision path reads one flag.
     let monitor = tokio::spawn(state::watch_freshness(state.clone()));
+    // A draining node that comes to lead hands leadership on.
+    let handoff = tokio::spawn(routes::drain::keep_leadership_away(state.clone()));
     // Without `[tls]` no SIGHUP handler is installed: behaviour is as before TLS existed.
     let reloader = match &state.tls {
         Some(t) => Some(tls::reload_on_sighup(t.clone())?),
@@ -157,6 +159,7 @@ pub async fn serve(
     // queued for the next start), then stop Raft (its storage flushes on every acknowledged
     // operation, so nothing acknowledged is left in memory).
     monitor.abort();
+    handoff.abort();
     if let Some(r) = reloader {
         r.abort();
     }

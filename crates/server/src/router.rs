@@ -22,6 +22,7 @@ use crate::routes::cluster;
 use crate::routes::credentials;
 use crate::routes::decide;
 use crate::routes::decision_log;
+use crate::routes::drain;
 use crate::routes::health;
 use crate::routes::peer;
 use crate::routes::tokens;
@@ -126,7 +127,11 @@ pub fn api_router(state: Shared) -> Router {
             "/v1/cluster/transfer-leader",
             post(cluster::transfer_leader),
         )
-        .route("/v1/node/drain", post(cluster::drain))
+        .route(
+            "/v1/cluster/members/{id}/drain",
+            post(drain::drain_member).delete(drain::undrain_member),
+        )
+        .route("/v1/node/drain", post(drain::drain).delete(drain::undrain))
         .route("/v1/keys", get(tokens::list_keys))
         .route("/v1/keys/rotate", post(tokens::rotate))
         .route("/v1/tokens", post(tokens::issue))
@@ -192,6 +197,11 @@ pub fn peer_router(state: Shared) -> Router {
     };
     let router = Router::new()
         .route("/raft/{rpc}", post(peer::rpc))
+        // JSON calls newer than the Raft RPCs (`verdict_cluster::peer_call`); no bodies.
+        .route(
+            drain::PEER_DRAIN_PATH,
+            post(drain::peer_drain).delete(drain::peer_undrain),
+        )
         .layer(axum::middleware::from_fn_with_state(
             peer_state.clone(),
             peer::require_cluster_secret,

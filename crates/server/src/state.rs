@@ -88,6 +88,9 @@ pub struct AppState {
     pub connections: crate::connections::ConnectionMetrics,
     /// The secret a peer RPC must carry (see `bootstrap::cluster_secret`).
     pub peer_secret: Arc<String>,
+    /// Held while this node hands leadership away (a drain, a draining node that was elected,
+    /// shutdown), so two hand-offs never race each other.
+    pub handing_off: tokio::sync::Mutex<()>,
 }
 
 async fn open_decision_log(config: &Config) -> anyhow::Result<Option<DecisionLog>> {
@@ -185,6 +188,7 @@ impl AppState {
             tls,
             connections: crate::connections::ConnectionMetrics::default(),
             peer_secret: Arc::new(secret),
+            handing_off: tokio::sync::Mutex::new(()),
             config,
         });
         if let Some(secret) = admin_secret {

@@ -1,7 +1,6 @@
-//! Cluster status and membership: add learners, set voters, remove members, move leadership, drain.
+//! Cluster status and membership: add learners, set voters, remove members, move leadership.
+//! (Draining is `drain`, the capacity pre-flight `capacity`.)
 //! Membership changes run on the leader; any node accepts them and forwards.
-
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,7 +9,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::Value;
@@ -89,7 +87,8 @@ async fn run(state: &Shared, op: MembershipOp) -> Response {
     }
 }
 
-fn membership_error(e: MembershipError) -> ApiError {
+/// The answer to a refused membership change (also a refused leader transfer during a drain).
+pub(crate) fn membership_error(e: MembershipError) -> ApiError {
     match e {
         MembershipError::Invalid(m) => ApiError::bad_request("invalid_membership", m),
         MembershipError::Conflict(m) => ApiError::new(
@@ -184,54 +183,4 @@ pub async fn transfer_leader(
         Ok(t) => run(&state, MembershipOp::TransferLeader { to: t.to }).await,
         Err(e) => e.into_response(),
     }
-}
-
-/// `POST /v1/node/drain`: this node reports not-ready from now on (load balancers stop sending to
-/// it) and, if it leads, hands leadership to the most caught-up other voter. It keeps answering
-/// what it is still sent until it is stopped.
-pub async fn drain(State(state): State<Shared>) -> Response {
-    state.node.set_draining();
-    tracing::info!("draining");
-    let s = state.node.status();
-    let mut transferred_to = None;
-    if s.is_leader {
-        let others: Vec<u64> = s
-            .members
-            .iter()
-            .filter(|(id, _, voter)| *voter && *id != s.id)
-            .map(|(id, _, _)| *id)
-            .collect();
-        // The most caught-up voter, by its own report.
-        let mut best: Option<(u64, u64)> = None;
-        for (id, _, _, report) in state.node.cluster().await {
-            if let (true, Some(r)) = (others.contains(&id), report) {
-                if best.is_none_or(|(_, v)| r.applied > v) {
-                    best = Some((id, r.applied));
-                }
-            }
-        }
-        if let Some((to, _)) = best {
-            if let Err(e) = state
-                .node
-                .change_membership(MembershipOp::TransferLeader { to })
-                .await
-            {
-                return membership_error(e).into_response();
-            }
-            // Wait (bounded) until another node leads, so the caller can stop this one at once.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while tokio::time::Instant::now() < deadline && state.node.status().is_leader {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            transferred_to = Some(to);
-        }
-    }
-    let s = state.node.status();
-    Json(json!({
-        "draining": true,
-        "is_leader": s.is_leader,
-        "leader": s.leader,
-        "transferred_to": transferred_to,
-    }))
-    .into_response()
 }

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod credentials;
 pub mod decide;
 pub mod decision_log;
+pub mod drain;
 pub mod health;
 pub mod peer;
 pub mod tokens;

@@ -25,6 +25,7 @@ mod no_panics;
 mod readiness;
 mod security;
 mod semantics;
+mod shutdown;
 mod tls;
 mod tokens;
 mod versions;

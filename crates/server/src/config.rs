@@ -68,6 +68,13 @@ pub struct Config {
     /// beyond it the request is answered `408` and its slot freed, so slow or stalled clients
     /// cannot hold `max_in_flight` slots. Watch streams are not limited by it.
     pub request_timeout_ms: u64,
+    /// On SIGTERM or SIGINT, how long requests already being handled may take to finish, in
+    /// milliseconds, once the listeners have stopped accepting (docs/operations.md, "Shutdown").
+    /// Connections still busy after it are closed; the node then flushes the decision log and
+    /// stops Raft either way. Keep it above the slowest request a client may send (a large batch,
+    /// a write waiting for its commit) and below the process manager's kill timeout (systemd's
+    /// `TimeoutStopSec`, 90 s; Kubernetes' `terminationGracePeriodSeconds`, 30 s).
+    pub shutdown_grace_ms: u64,
     /// Most open watch streams (`GET /v1/watch`) at once; beyond it new ones get `503 overloaded`.
     pub max_watchers: usize,
     /// Most open connections on the API listener. At the cap a new connection is answered
@@ -164,6 +171,7 @@ impl Default for Config {
             fail_closed: false,
             keep_log_behind_snapshot: 1000,
             request_timeout_ms: 60_000,
+            shutdown_grace_ms: 20_000,
             max_watchers: 1024,
             max_connections: 10_000,
             max_peer_connections: 256,
@@ -236,6 +244,7 @@ impl Config {
             ("max_peer_connections", self.max_peer_connections as u64),
             ("max_health_connections", self.max_health_connections as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("shutdown_grace_ms", self.shutdown_grace_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             anyhow::bail!("{name} must be at least 1 (docs/operations.md lists the defaults)");

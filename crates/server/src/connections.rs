@@ -46,6 +46,8 @@ pub struct Edge {
     pub max_connections: usize,
     /// Deadline for a complete request head, from a connection's start or its last response.
     pub header_read_timeout: Duration,
+    /// After the stop signal, how long open requests may take to finish (`shutdown_grace_ms`).
+    pub shutdown_grace: Duration,
 }
 
 /// Counters of one listener.
@@ -205,9 +207,21 @@ pub async fn serve(
             }
         });
     }
-    // No new connections; wait for the open ones to finish their requests.
+    // No new connections: closing the socket makes the kernel refuse them (a load balancer's
+    // check fails at once). Then the open ones finish the request they are in, bounded: idle
+    // ones close now, busy ones after their response (hyper's graceful shutdown).
     drop(tcp);
-    graceful.shutdown().await;
+    if tokio::time::timeout(edge.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = what,
+            open = counters.open.load(Ordering::Relaxed),
+            grace_ms = u64::try_from(edge.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
+            "requests still running when shutdown_grace_ms ran out; their connections are closed"
+        );
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! node's parts, the write path), [`router`] (one router per listener), [`routes`] (one module per
 //! area), [`panic`] (no panic takes a connection down), [`proposed`] (a proposed write outlives
 //! the request timeout), [`parse_pool`] (the threads admin writes are parsed on), [`auth`]
-//! (credentials and scopes), [`body`]
+//! (credentials and scopes), [`shutdown`] (the stop sequence), [`body`]
 //! (body/header plumbing), [`error`] (the single mapping of errors to problem+json), [`tls`].
 //!
 //! Start-up runs in steps, each of which a test can call on its own:
@@ -39,6 +39,7 @@ pub mod parse_pool;
 pub mod proposed;
 pub mod router;
 pub mod routes;
+pub mod shutdown;
 pub mod state;
 pub mod tls;
 
@@ -69,7 +70,8 @@ pub async fn run(
     serve(listeners, state, shutdown).await
 }
 
-/// Serves `state` on `listeners` until `shutdown` resolves, then stops the node's parts in order.
+/// Serves `state` on `listeners` until `shutdown` resolves, then stops the node's parts in the
+/// order [`shutdown`] explains.
 /// Installs the panic hook of [`panic`] (once per process).
 pub async fn serve(
     listeners: Listeners,
@@ -77,10 +79,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     panic::install_hook();
-    // Freshness is re-checked in the background so the decision path reads one flag.
-    let monitor = tokio::spawn(state::watch_freshness(state.clone()));
-    // A draining node that comes to lead hands leadership on.
-    let handoff = tokio::spawn(routes::drain::keep_leadership_away(state.clone()));
+    let background = [
+        // Freshness is re-checked in the background so the decision path reads one flag.
+        tokio::spawn(state::watch_freshness(state.clone())),
+        tokio::spawn(routes::drain::keep_leadership_away(state.clone())),
+    ];
     // Without `[tls]` no SIGHUP handler is installed: behaviour is as before TLS existed.
     let reloader = match &state.tls {
         Some(t) => Some(tls::reload_on_sighup(t.clone())?),
@@ -106,16 +109,23 @@ pub async fn serve(
         "verdict node serving"
     );
     let stop = state.stop.clone();
+    let draining = state.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // Not ready from the first moment: members choosing a new leader skip this node.
+        draining.node.set_draining();
         stop.send_replace(true);
     });
+    // The peer listener stops later than the others (see `shutdown`).
+    let (stop_peers, peers_stopped) = tokio::sync::watch::channel(false);
     let stopped = || state.stop.subscribe();
     let caps = listeners::connection_caps(&state.config, listeners::fd_limit());
     let header_read_timeout = Duration::from_millis(state.config.header_read_timeout_ms.max(1));
+    let shutdown_grace = Duration::from_millis(state.config.shutdown_grace_ms);
     let edge = |max_connections| connections::Edge {
         max_connections,
         header_read_timeout,
+        shutdown_grace,
     };
     let counters = &state.connections;
     let api = connections::serve(
@@ -134,7 +144,7 @@ pub async fn serve(
         "peer",
         edge(caps.peer),
         counters.peer.clone(),
-        stopped(),
+        peers_stopped,
     );
     let health = async {
         match listeners.health {
@@ -153,24 +163,20 @@ pub async fn serve(
             None => Ok(()),
         }
     };
-    let (a, p, h) = tokio::join!(api, peers, health);
-    // Shutdown order: listeners have stopped taking requests, so no decision is being answered;
-    // write and fsync what the decision log still buffers (records unacknowledged by a sink stay
-    // queued for the next start), then stop Raft (its storage flushes on every acknowledged
-    // operation, so nothing acknowledged is left in memory).
-    monitor.abort();
-    handoff.abort();
+    let front = async {
+        let (a, h) = tokio::join!(api, health);
+        shutdown::hand_off_leadership(&state).await;
+        stop_peers.send_replace(true);
+        (a, h)
+    };
+    let ((a, h), p) = tokio::join!(front, peers);
+    for task in background {
+        task.abort();
+    }
     if let Some(r) = reloader {
         r.abort();
     }
-    if let Some(log) = &state.decision_log {
-        match tokio::time::timeout(Duration::from_secs(10), log.shutdown()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "decision log shutdown"),
-            Err(_) => tracing::error!("decision log did not shut down within 10 s"),
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(10), state.node.shutdown()).await;
+    shutdown::stop_parts(&state).await;
     a?;
     p?;
     h?;

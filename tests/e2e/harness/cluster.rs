@@ -115,6 +115,20 @@ impl Member {
         self.signal("-HUP");
     }
 
+    /// SIGTERM: the graceful stop. Does not wait; see [`Member::wait_exit`].
+    pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Waits up to `within` for the process to exit and reaps it; panics with the log tail if it
+    /// does not. [`Member::restart`] starts it again afterwards.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take();
+        let status = super::wait_exit(&mut child, within, || self.log_tail(40)).await;
+        self.child = child;
+        status
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn sigkill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -74,6 +74,29 @@ fn remove_stale_claims(dir: &std::path::Path) {
     }
 }
 
+/// Waits up to `within` for `child` to exit and reaps it (leaving `None`); if it does not, kills
+/// it and panics with `log()`.
+pub async fn wait_exit(
+    child: &mut Option<std::process::Child>,
+    within: Duration,
+    log: impl Fn() -> String,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let running = child.as_mut().expect("the process was started");
+        if let Some(status) = running.try_wait().expect("poll the process") {
+            *child = None;
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = running.kill();
+            let _ = running.wait();
+            panic!("the process did not exit within {within:?}\n{}", log());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `RUST_LOG` for the nodes: `VERDICT_E2E_LOG` when set, else what `verdict serve` uses without
 /// `RUST_LOG`, so that the log tails printed on failure read as an operator's log would.
 pub fn node_log_filter() -> String {

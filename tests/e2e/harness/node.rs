@@ -134,6 +134,25 @@ impl Node {
         }
     }
 
+    /// SIGTERM: the node's graceful stop. Does not wait; see [`Node::wait_exit`].
+    pub fn sigterm(&self) {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits up to `within` for the process to exit and reaps it; panics with the log tail if it
+    /// does not. [`Node::restart`] starts it again afterwards.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take();
+        let status = super::wait_exit(&mut child, within, || self.log_tail(40)).await;
+        self.child = child;
+        status
+    }
+
     /// SIGKILLs the node if it runs, starts it again on the same data directory and ports, and
     /// waits until it is ready.
     pub async fn restart(&mut self) {

@@ -13,7 +13,7 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0   success (for `check`: allow)
   1   the server rejected the request, or local input is invalid (bad file, bad JSON)
-  2   `check` in table output: the decision is deny
+  2   `check` in table output: the decision is deny; `cluster drain --check`: not enough headroom
   3   the server could not be reached
   64  invalid command line";
 
@@ -316,10 +316,24 @@ pub enum ClusterCommand {
     },
     /// Drain a node: not ready from now on (load balancers stop sending to it), leadership handed
     /// to a ready voter that is not draining if it leads; it keeps answering what still reaches
-    /// it. Without ID, the node at --url.
+    /// it. Without ID, the node at --url. With --check, only the capacity pre-flight.
     Drain {
         /// The member to drain (through the node at --url); default: the node at --url.
+        #[arg(conflicts_with = "check")]
         id: Option<u64>,
+        /// Do not drain; say whether the members left without these ids (e.g. `1,2`) carry the
+        /// cluster's current decision rate. Exits 0 with enough headroom, 2 below it, 1 when it
+        /// cannot tell.
+        #[arg(long, value_name = "IDS", value_delimiter = ',', num_args = 1)]
+        check: Option<Vec<u64>>,
+        /// The headroom --check asks for, in percent of the remaining nodes' capacity.
+        #[arg(
+            long,
+            value_name = "PERCENT",
+            default_value_t = 30.0,
+            requires = "check"
+        )]
+        min_headroom: f64,
     },
     /// Undo a drain: the node takes traffic again once it is ready. Without ID, the node at --url.
     Undrain {

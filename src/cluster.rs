@@ -84,7 +84,12 @@ pub async fn run(client: &Client, cmd: ClusterCommand, out: Output) -> anyhow::R
             let v = client.transfer_leader(to).await?;
             written(out, &format!("asked node {to} to lead"), v)?;
         }
-        ClusterCommand::Drain { id } => {
+        ClusterCommand::Drain {
+            check: Some(without),
+            min_headroom,
+            ..
+        } => return check(client, &without, min_headroom, out).await,
+        ClusterCommand::Drain { id, .. } => {
             let d = match id {
                 Some(id) => client.drain_member(id).await?,
                 None => client.drain().await?,
@@ -120,6 +125,59 @@ pub async fn run(client: &Client, cmd: ClusterCommand, out: Output) -> anyhow::R
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `verdict cluster drain --check IDS`: the capacity pre-flight. Exit 0: the rest carries the
+/// load with the headroom asked for; 2: it does not; 1: cannot tell (no figures).
+async fn check(
+    client: &Client,
+    without: &[u64],
+    min_headroom: f64,
+    out: Output,
+) -> anyhow::Result<ExitCode> {
+    let c = client.capacity(without, min_headroom).await?;
+    match out {
+        Output::Json => print_json(&c)?,
+        Output::Table => {
+            let num = |v: Option<f64>, digits: usize| {
+                v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
+            };
+            let rows: Vec<Vec<String>> = c
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.id.to_string(),
+                        if m.leaving { "out" } else { "stays" }.to_string(),
+                        num(m.decision_rate, 1),
+                        num(m.cpu_seconds_per_decision.map(|s| s * 1e6), 0),
+                        m.cpus.map_or("-".to_string(), |n| n.to_string()),
+                        m.unknown_reason.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "ID",
+                    "DRAIN",
+                    "DECISIONS/S",
+                    "CPU-µS/DECISION",
+                    "CPUS",
+                    "NOTE",
+                ],
+                &rows,
+            );
+            for note in &c.notes {
+                println!("note: {note}");
+            }
+            println!("{}", c.summary);
+        }
+    }
+    Ok(match c.ok {
+        Some(true) => ExitCode::SUCCESS,
+        Some(false) => ExitCode::from(crate::exit::DENY),
+        None => ExitCode::from(crate::exit::FAILURE),
+    })
 }
 
 /// `verdict watch`: prints each event's data (one JSON object per line); a `resync` event is

@@ -9,6 +9,7 @@
 
 mod bad_input;
 mod batch;
+mod capacity;
 mod cluster;
 mod decision_log;
 mod decision_log_batch;

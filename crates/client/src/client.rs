@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::Written;
+use crate::CapacityCheck;
 use crate::ClusterStatus;
 use crate::Decision;
 use crate::Drained;
@@ -370,6 +371,20 @@ impl Client {
         let path = ["v1", "cluster", "members", &id.to_string(), "drain"];
         let resp = self.send(self.request(Method::DELETE, &path)?).await?;
         decode(resp).await
+    }
+
+    /// `GET /v1/cluster/capacity?without=…&min_headroom=…`: whether the members left without
+    /// `without` carry the cluster's current decision rate with at least `min_headroom` percent
+    /// headroom.
+    pub async fn capacity(&self, without: &[u64], min_headroom: f64) -> Result<CapacityCheck> {
+        let ids: Vec<String> = without.iter().map(u64::to_string).collect();
+        let rb = self
+            .request(Method::GET, &["v1", "cluster", "capacity"])?
+            .query(&[
+                ("without", ids.join(",")),
+                ("min_headroom", min_headroom.to_string()),
+            ]);
+        decode(self.send(rb).await?).await
     }
 
     /// `GET /v1/watch?from=N`: the raw server-sent-event response, to read with

@@ -350,6 +350,58 @@ pub struct Undrained {
     pub not_ready_reason: Option<String>,
 }
 
+/// Answer of `GET /v1/cluster/capacity`: can the members left carry the current decision rate?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapacityCheck {
+    /// The members taken out.
+    pub without: Vec<u64>,
+    /// The members left.
+    pub remaining: Vec<u64>,
+    /// The headroom asked for, in percent.
+    pub min_headroom_percent: f64,
+    /// Decisions per second the whole cluster answers now.
+    pub total_decision_rate: Option<f64>,
+    /// Decisions per second the remaining members could answer with all CPUs busy.
+    pub remaining_capacity: Option<f64>,
+    /// `100 × (1 − total rate / remaining capacity)`.
+    pub headroom_percent: Option<f64>,
+    /// Whether the headroom is enough; `None`: cannot tell (no figures).
+    pub ok: Option<bool>,
+    /// Whether every member reported its figures.
+    pub complete: bool,
+    /// What was estimated or left out, and why.
+    pub notes: Vec<String>,
+    /// One sentence for people.
+    pub summary: String,
+    /// Each member's figures.
+    pub members: Vec<CapacityMember>,
+}
+
+/// One member in a [`CapacityCheck`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapacityMember {
+    /// Its id.
+    pub id: u64,
+    /// `voter` or `learner`.
+    pub role: String,
+    /// Whether it is taken out.
+    pub leaving: bool,
+    /// `reported` or `unknown`.
+    pub figures: String,
+    /// Decisions per second over the window.
+    #[serde(default)]
+    pub decision_rate: Option<f64>,
+    /// Process CPU seconds per decision.
+    #[serde(default)]
+    pub cpu_seconds_per_decision: Option<f64>,
+    /// CPUs it may use.
+    #[serde(default)]
+    pub cpus: Option<u64>,
+    /// Why its figures are unknown.
+    #[serde(default)]
+    pub unknown_reason: Option<String>,
+}
+
 /// The answer of every successful write.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Written {

@@ -255,6 +255,9 @@ fn unauthorized(detail: impl Into<String>) -> ApiError {
 fn route_need(method: &Method, matched: &str, path: &str) -> Option<(Class, RouteNeed)> {
     let read = method == Method::GET || method == Method::HEAD;
     let need = match matched {
+        // A read, but it asks every member and tells how the cluster would fare without some:
+        // for operators only.
+        "/v1/cluster/capacity" => RouteNeed::Admin,
         "/access/v1/evaluation" | "/access/v1/evaluations" | "/v1/tokens/introspect" => {
             return Some((Class::Decision, RouteNeed::Decide))
         }
@@ -487,6 +490,10 @@ mod tests {
         );
         assert_eq!(
             n(Method::GET, "/v1/credentials", ""),
+            Some(RouteNeed::Admin)
+        );
+        assert_eq!(
+            n(Method::GET, "/v1/cluster/capacity", ""),
             Some(RouteNeed::Admin)
         );
         assert_eq!(

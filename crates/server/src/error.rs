@@ -120,6 +120,7 @@ fn title(code: &str) -> &'static str {
         "no_ready_voter" => "No ready voter can take over",
         "handoff_failed" => "Leadership hand-off failed",
         "unknown_node" => "Unknown node",
+        "no_node_left" => "No node would be left",
         "member_release_too_old" => "Member runs an older release",
         "member_unreachable" => "Member unreachable",
         _ => "Internal error",

@@ -6,7 +6,8 @@
 //! node's parts, the write path), [`router`] (one router per listener), [`routes`] (one module per
 //! area), [`panic`] (no panic takes a connection down), [`proposed`] (a proposed write outlives
 //! the request timeout), [`parse_pool`] (the threads admin writes are parsed on), [`auth`]
-//! (credentials and scopes), [`shutdown`] (the stop sequence), [`body`]
+//! (credentials and scopes), [`capacity`] (this node's decision rate and CPU per decision),
+//! [`shutdown`] (the stop sequence), [`body`]
 //! (body/header plumbing), [`error`] (the single mapping of errors to problem+json), [`tls`].
 //!
 //! Start-up runs in steps, each of which a test can call on its own:
@@ -30,6 +31,7 @@
 pub mod auth;
 pub mod body;
 pub mod bootstrap;
+pub mod capacity;
 pub mod config;
 pub mod connections;
 pub mod error;
@@ -82,6 +84,7 @@ pub async fn serve(
     let background = [
         // Freshness is re-checked in the background so the decision path reads one flag.
         tokio::spawn(state::watch_freshness(state.clone())),
+        tokio::spawn(capacity::sample_every_second(state.clone())),
         tokio::spawn(routes::drain::keep_leadership_away(state.clone())),
     ];
     // Without `[tls]` no SIGHUP handler is installed: behaviour is as before TLS existed.

@@ -18,6 +18,7 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::panic::REQUEST_ID_HEADER;
 use crate::routes::admin;
+use crate::routes::capacity;
 use crate::routes::cluster;
 use crate::routes::credentials;
 use crate::routes::decide;
@@ -127,6 +128,7 @@ pub fn api_router(state: Shared) -> Router {
             "/v1/cluster/transfer-leader",
             post(cluster::transfer_leader),
         )
+        .route("/v1/cluster/capacity", get(capacity::capacity))
         .route(
             "/v1/cluster/members/{id}/drain",
             post(drain::drain_member).delete(drain::undrain_member),
@@ -202,6 +204,7 @@ pub fn peer_router(state: Shared) -> Router {
             drain::PEER_DRAIN_PATH,
             post(drain::peer_drain).delete(drain::peer_undrain),
         )
+        .route(capacity::PEER_CAPACITY_PATH, get(capacity::peer_figures))
         .layer(axum::middleware::from_fn_with_state(
             peer_state.clone(),
             peer::require_cluster_secret,

@@ -88,6 +88,9 @@ pub struct AppState {
     pub connections: crate::connections::ConnectionMetrics,
     /// The secret a peer RPC must carry (see `bootstrap::cluster_secret`).
     pub peer_secret: Arc<String>,
+    /// This node's decision rate and CPU per decision (`capacity`), for /metrics and the
+    /// pre-flight before a drain.
+    pub capacity: crate::capacity::Capacity,
     /// Held while this node hands leadership away (a drain, a draining node that was elected,
     /// shutdown), so two hand-offs never race each other.
     pub handing_off: tokio::sync::Mutex<()>,
@@ -188,6 +191,7 @@ impl AppState {
             tls,
             connections: crate::connections::ConnectionMetrics::default(),
             peer_secret: Arc::new(secret),
+            capacity: crate::capacity::Capacity::default(),
             handing_off: tokio::sync::Mutex::new(()),
             config,
         });

@@ -183,6 +183,7 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         &[("", snap.entity_count() as u64)],
     );
     state.connections.render(&mut out);
+    state.capacity.render(&mut out);
     if let Some(log) = &state.decision_log {
         decision_log_metrics(&mut out, &log.status());
     }

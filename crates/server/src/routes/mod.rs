@@ -1,6 +1,7 @@
 //! HTTP routes, one module per area.
 
 pub mod admin;
+pub mod capacity;
 pub mod cluster;
 pub mod credentials;
 pub mod decide;

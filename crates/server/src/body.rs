@@ -84,7 +84,7 @@ pub fn json(body: &[u8]) -> Result<Value, ApiError> {
 /// `400 invalid_json` when a JSON body nests deeper than the engine's limit (checked before
 /// parsing: the conversions into Cedar values recurse per level).
 pub fn shallow(body: &[u8]) -> Result<(), ApiError> {
-    match verdict_engine::limits::nesting_exceeds(body) {
+    match verdict_engine::limits::json_nesting_exceeds(body) {
         None => Ok(()),
         Some(at) => Err(ApiError::bad_request(
             "invalid_json",

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
+
+use crate::edge::Edge;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::rt::TokioTimer;
@@ -41,7 +43,7 @@ pub const WARN_EVERY_SECS: u64 = 10;
 
 /// The limits of one listener.
 #[derive(Debug, Clone, Copy)]
-pub struct Edge {
+pub struct ListenerLimits {
     /// Most connections open at once.
     pub max_connections: usize,
     /// Deadline for a complete request head, from a connection's start or its last response.
@@ -152,20 +154,20 @@ impl Drop for OpenGuard {
 /// config it holds at each handshake. Graceful: open requests finish, idle connections close.
 pub async fn serve(
     tcp: TcpListener,
-    app: Router,
+    app: Edge<Router>,
     tls: ListenerTls,
     what: &'static str,
-    edge: Edge,
+    limits: ListenerLimits,
     counters: Arc<Counters>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(edge.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     counters
         .limit
-        .store(edge.max_connections as u64, Ordering::Relaxed);
+        .store(limits.max_connections as u64, Ordering::Relaxed);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(edge.header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
     let graceful = GracefulShutdown::new();
     loop {
@@ -180,7 +182,7 @@ pub async fn serve(
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refuse_at_cap(stream, addr, what, tls.is_none(), &counters, edge);
+            refuse_at_cap(stream, addr, what, tls.is_none(), &counters, limits);
             continue;
         };
         let conn = Connection {
@@ -211,14 +213,14 @@ pub async fn serve(
     // check fails at once). Then the open ones finish the request they are in, bounded: idle
     // ones close now, busy ones after their response (hyper's graceful shutdown).
     drop(tcp);
-    if tokio::time::timeout(edge.shutdown_grace, graceful.shutdown())
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
             listener = what,
             open = counters.open.load(Ordering::Relaxed),
-            grace_ms = u64::try_from(edge.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
+            grace_ms = u64::try_from(limits.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
             "requests still running when shutdown_grace_ms ran out; their connections are closed"
         );
     }
@@ -234,7 +236,7 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 /// One accepted connection and what serving it needs.
 struct Connection {
     http: http1::Builder,
-    app: Router,
+    app: Edge<Router>,
     watcher: Watcher,
     counters: Arc<Counters>,
     what: &'static str,
@@ -289,11 +291,11 @@ fn refuse_at_cap(
     what: &'static str,
     plain: bool,
     counters: &Counters,
-    edge: Edge,
+    limits: ListenerLimits,
 ) {
     counters.refused_at_cap.fetch_add(1, Ordering::Relaxed);
     if plain {
-        let _ = stream.try_write(at_cap_response(what, edge.max_connections).as_bytes());
+        let _ = stream.try_write(at_cap_response(what, limits.max_connections).as_bytes());
     }
     drop(stream);
     let now = crate::state::now_ms() / 1000;
@@ -307,7 +309,7 @@ fn refuse_at_cap(
         tracing::warn!(
             listener = what,
             %addr,
-            max_connections = edge.max_connections,
+            max_connections = limits.max_connections,
             refused_total = counters.refused_at_cap.load(Ordering::Relaxed),
             "listener at its connection cap: refusing new connections (logged at most every \
              {WARN_EVERY_SECS} s; see verdict_connections_refused_total)"

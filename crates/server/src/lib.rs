@@ -17,7 +17,7 @@
 #![deny(missing_docs)]
 // No request may panic (issue #12): besides unwraps, slice indexing is refused outright here.
 // serde_json's `value[key] = …` is not covered by any lint: use `body::set`. What slips through
-// anyway is answered `500` by `panic::catch_panics`.
+// anyway is answered `500` by the `edge` service.
 #![cfg_attr(
     not(test),
     deny(
@@ -34,6 +34,7 @@ pub mod bootstrap;
 pub mod capacity;
 pub mod config;
 pub mod connections;
+pub mod edge;
 pub mod error;
 pub mod listeners;
 pub mod panic;
@@ -125,7 +126,7 @@ pub async fn serve(
     let caps = listeners::connection_caps(&state.config, listeners::fd_limit());
     let header_read_timeout = Duration::from_millis(state.config.header_read_timeout_ms.max(1));
     let shutdown_grace = Duration::from_millis(state.config.shutdown_grace_ms);
-    let edge = |max_connections| connections::Edge {
+    let limits = |max_connections| connections::ListenerLimits {
         max_connections,
         header_read_timeout,
         shutdown_grace,
@@ -136,7 +137,7 @@ pub async fn serve(
         router::api_router(state.clone()),
         api_tls,
         "API",
-        edge(caps.api),
+        limits(caps.api),
         counters.api.clone(),
         stopped(),
     );
@@ -145,7 +146,7 @@ pub async fn serve(
         router::peer_router(state.clone()),
         peer_tls,
         "peer",
-        edge(caps.peer),
+        limits(caps.peer),
         counters.peer.clone(),
         peers_stopped,
     );
@@ -157,7 +158,7 @@ pub async fn serve(
                     router::health_router(state.clone()),
                     None,
                     "health",
-                    edge(caps.health),
+                    limits(caps.health),
                     counters.health.clone(),
                     stopped(),
                 )

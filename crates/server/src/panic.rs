@@ -2,24 +2,21 @@
 //! dropped connection, and cost the log one line, not a backtrace per request (a client that can
 //! trigger it could otherwise flood the log).
 //!
-//! Two parts: [`catch_panics`], the outermost middleware of every listener's router, catches the
-//! unwinding handler and answers `500 internal` (problem+json, with a request id) and counts it in
-//! `verdict_panics_total`; [`install_hook`] replaces the process's panic hook so that a panic
-//! inside such a request prints nothing itself and hands its message and location to the
-//! middleware, which logs the one line. Panics anywhere else (start-up, background tasks) still go
+//! Two parts: [`crate::edge::Edge`], the service in front of every listener's router, catches the
+//! unwinding handler and calls [`answer`]: `500 internal` (problem+json, with a request id),
+//! counted in `verdict_panics_total`; [`install_hook`] replaces the process's panic hook so that a
+//! panic inside such a request prints nothing itself and hands its message and location to
+//! [`answer`], which logs the one line. Panics anywhere else (start-up, background tasks) still go
 //! to the previous hook, backtrace and all.
 
 use std::cell::RefCell;
-use std::panic::AssertUnwindSafe;
 use std::sync::Once;
 
-use axum::extract::Request;
-use axum::extract::State;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
+use axum::http::Method;
+use axum::http::Uri;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use futures::FutureExt;
 
 use crate::error::ApiError;
 use crate::state::Metrics;
@@ -29,16 +26,16 @@ use crate::state::Shared;
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 tokio::task_local! {
-    /// Set while a request runs inside [`catch_panics`]: the hook's sign that the panic will be
-    /// caught and logged there.
+    /// Set while a request runs inside [`crate::edge::Edge`]: the hook's sign that the panic will
+    /// be caught and logged there.
     static IN_REQUEST: ();
 }
 
 thread_local! {
     /// What the hook saw of the last caught panic on this thread: its message and location.
-    // INVARIANT: the hook runs on the panicking thread, and `catch_unwind` in the middleware's
+    // INVARIANT: the hook runs on the panicking thread, and `catch_unwind` in the edge's call or
     // poll stops the unwinding on that same thread before anything else runs there, so the
-    // middleware reads exactly the panic it caught.
+    // edge reads exactly the panic it caught.
     static CAUGHT: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
@@ -70,30 +67,48 @@ fn message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("a panic without a message")
 }
 
-/// Middleware for every listener: runs the request, and if its handling panics answers
-/// `500 internal` with a request id (the client's `X-Request-ID`, else a new UUIDv7), logs one
-/// line and counts it.
-pub async fn catch_panics(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    // Kept for the log line and the answer: the request itself is gone once the handler unwinds.
-    // Reference-counted clones, no allocation: this runs before every decision.
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let client_id = req.headers().get(REQUEST_ID_HEADER).cloned();
-    let run = IN_REQUEST.scope((), next.run(req));
-    let payload = match AssertUnwindSafe(run).catch_unwind().await {
-        Ok(resp) => return resp,
-        Err(payload) => payload,
-    };
+/// Runs `request` as a request whose panics [`crate::edge::Edge`] catches: the hook logs nothing
+/// itself and leaves the message for [`answer`].
+pub fn in_request<F: std::future::Future>(
+    request: F,
+) -> tokio::task::futures::TaskLocalFuture<(), F> {
+    IN_REQUEST.scope((), request)
+}
+
+/// [`in_request`] for the synchronous part of a call (routing, a service's `call`).
+pub fn in_request_sync<R>(f: impl FnOnce() -> R) -> R {
+    IN_REQUEST.sync_scope((), f)
+}
+
+/// What the log line and the answer say of a request that panicked.
+#[derive(Debug)]
+pub struct PanickedRequest<'a> {
+    /// Its method.
+    pub method: &'a Method,
+    /// Its URI (only the path is logged).
+    pub uri: &'a Uri,
+    /// The client's `X-Request-ID`, if it sent one.
+    pub client_id: Option<&'a HeaderValue>,
+}
+
+/// The answer to a request whose handling panicked with `payload`: counts it, logs one line with a
+/// request id (the client's, else a new UUIDv7) and answers `500 internal` carrying that id.
+pub fn answer(
+    state: &Shared,
+    request: &PanickedRequest<'_>,
+    payload: &(dyn std::any::Any + Send),
+) -> Response {
     Metrics::inc(&state.metrics.panics);
     let what = CAUGHT
         .with(|c| c.borrow_mut().take())
-        .unwrap_or_else(|| message(payload.as_ref()).to_owned());
-    let id = client_id
-        .as_ref()
+        .unwrap_or_else(|| message(payload).to_owned());
+    let id = request
+        .client_id
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    tracing::error!(request_id = %id, %method, path = uri.path(), panic = %what, "a request panicked; answered 500");
+    let method = request.method;
+    tracing::error!(request_id = %id, %method, path = request.uri.path(), panic = %what, "a request panicked; answered 500");
     internal(&id)
 }
 

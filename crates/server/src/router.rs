@@ -1,6 +1,6 @@
 //! The three routers a node serves, one per listener, and the middleware they share. Every router
-//! is wrapped by [`crate::panic::catch_panics`] outermost, so that no request, on any listener,
-//! can take a connection down with a panic.
+//! is served behind [`crate::edge::Edge`], so that no request, on any listener, can take a
+//! connection down with a panic.
 
 use std::sync::Arc;
 
@@ -15,8 +15,8 @@ use axum::routing::post;
 use axum::Router;
 
 use crate::auth;
+use crate::edge::Edge;
 use crate::error::ApiError;
-use crate::panic::REQUEST_ID_HEADER;
 use crate::routes::admin;
 use crate::routes::capacity;
 use crate::routes::cluster;
@@ -30,15 +30,6 @@ use crate::routes::tokens;
 use crate::routes::watch;
 use crate::state::Shared;
 
-async fn echo_request_id(req: Request, next: Next) -> Response {
-    let id = req.headers().get(REQUEST_ID_HEADER).cloned();
-    let mut resp = next.run(req).await;
-    if let Some(id) = id {
-        resp.headers_mut().insert(REQUEST_ID_HEADER, id);
-    }
-    resp
-}
-
 async fn not_found() -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -46,19 +37,6 @@ async fn not_found() -> Response {
         "no such endpoint; see docs/api.md",
     )
     .into_response()
-}
-
-async fn method_not_allowed(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-        return ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this endpoint does not take that method; see docs/api.md",
-        )
-        .into_response();
-    }
-    resp
 }
 
 /// Refuses a request at once when `max_in_flight` are already being handled (bounded work, no queue).
@@ -82,7 +60,7 @@ async fn limit_in_flight(
 }
 
 /// The public API router.
-pub fn api_router(state: Shared) -> Router {
+pub fn api_router(state: Shared) -> Edge<Router> {
     let permits = Arc::new(tokio::sync::Semaphore::new(
         state.config.max_in_flight.max(1),
     ));
@@ -182,8 +160,6 @@ pub fn api_router(state: Shared) -> Router {
         )
         .merge(limited)
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(method_not_allowed))
-        .layer(axum::middleware::from_fn(echo_request_id))
         .with_state(state.clone());
     guarded(router, state)
 }
@@ -191,7 +167,7 @@ pub fn api_router(state: Shared) -> Router {
 /// The peer listener's router: Raft RPCs, forwarded writes and status calls between members.
 /// The cluster secret is checked by a layer over every route, before any handler (and so before
 /// any body is read); each RPC then reads its body up to its own limit (`peer::body_limit`).
-pub fn peer_router(state: Shared) -> Router {
+pub fn peer_router(state: Shared) -> Edge<Router> {
     let peer_state = peer::PeerState {
         service: verdict_cluster::PeerService::new(state.node.clone()),
         secret: state.peer_secret.clone(),
@@ -215,7 +191,7 @@ pub fn peer_router(state: Shared) -> Router {
 
 /// The health listener's router: probes and scrapers only, never behind credentials or
 /// `max_in_flight`.
-pub fn health_router(state: Shared) -> Router {
+pub fn health_router(state: Shared) -> Edge<Router> {
     let router = Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
@@ -224,13 +200,11 @@ pub fn health_router(state: Shared) -> Router {
     guarded(router, state)
 }
 
-/// `router` with panics caught: the outermost layer, so that the other middleware is covered too.
-/// Public so that tests can put a deliberately panicking route behind it.
-pub fn guarded(router: Router, state: Shared) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(
-        state,
-        crate::panic::catch_panics,
-    ))
+/// What a listener serves: `router` behind the [`Edge`] (panics caught, request ids echoed, `405`
+/// as problem+json), around the whole router so that routing and every route's middleware are
+/// covered. Public so that tests can put a deliberately panicking route behind it.
+pub fn guarded(router: Router, state: Shared) -> Edge<Router> {
+    Edge::new(router, state)
 }
 
 #[cfg(test)]

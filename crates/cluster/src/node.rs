@@ -159,6 +159,9 @@ impl Node {
         };
         let sm = StateMachine::open(&opts.data_dir.join("snapshots"))?
             .publishing_when_durable(log.durable_commit());
+        // One copy of the active format level, moved by apply, read by every writer.
+        let level = sm.active_level();
+        let log = log.with_level(level.clone());
         let published = sm.published();
         published.set_history_max_bytes(opts.history_max_bytes);
         let parses = sm.parse_cache();
@@ -175,7 +178,7 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let network = PeerNetwork::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
+        let network = PeerNetwork::new(opts.cluster_secret.clone(), &opts.peer_tls, level.clone())?;
         let raft = Raft::new(opts.node_id, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -204,7 +207,7 @@ impl Node {
                 );
             }
         }
-        let forwarder = Forwarder::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
+        let forwarder = Forwarder::new(opts.cluster_secret.clone(), &opts.peer_tls, level)?;
         let caller = PeerCaller::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
         crate::events::spawn(opts.node_id, &raft);
         Ok(Self {
@@ -232,6 +235,11 @@ impl Node {
     /// This member's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The cluster's active format level at the published version.
+    pub fn active_level(&self) -> u8 {
+        self.published.load().format_level()
     }
 
     /// The published snapshot and its change signal.
@@ -304,6 +312,15 @@ impl Node {
         }
         let m = self.metrics();
         if let Err(e) = &m.running_state {
+            let e = e.to_string();
+            // Something this release cannot read (a newer release wrote it): it stopped applying
+            // rather than misread or skip it, and answers from the last version it applied.
+            if e.contains(crate::codec::NEWER_RELEASE) {
+                return Some(format!(
+                    "stopped applying at version {applied}: {e} (decisions answer from version \
+                     {applied}; upgrade this node's binary)"
+                ));
+            }
             return Some(format!("raft stopped: {e}"));
         }
         if let Some(reason) = membership_reason(self.id, &m, &self.published.members_seen()) {
@@ -359,6 +376,8 @@ impl Node {
             term: m.current_term,
             leader: m.current_leader,
             not_ready: self.not_ready_reason(),
+            release: Some(crate::levels::release()),
+            supported_level: crate::levels::supported_level(),
         }
     }
 

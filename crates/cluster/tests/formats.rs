@@ -18,6 +18,7 @@ use tempfile::TempDir;
 use verdict_cluster::codec::decode;
 use verdict_cluster::codec::FormatError;
 use verdict_cluster::codec::Kind;
+use verdict_cluster::codec::NEWEST_READ;
 use verdict_cluster::log_store::LogStore;
 use verdict_cluster::state_machine::StateMachine;
 use verdict_cluster::types::TypeConfig;
@@ -309,22 +310,27 @@ fn a_snapshot_of_a_newer_format_is_refused_with_what_to_do() -> TestResult {
     let mut bytes = fs::read(
         fixture("format1-credentials-8ff5677").join("snapshots/snap-00000000000000000020.bin"),
     )?;
-    bytes[0] = 4;
+    let newer = NEWEST_READ.snapshot + 1;
+    bytes[0] = newer;
     fs::write(tmp.path().join("snap-00000000000000000020.bin"), bytes)?;
     let Err(e) = StateMachine::open(tmp.path()) else {
-        return Err("a snapshot of format 4 was loaded".into());
+        return Err(format!("a snapshot of format {newer} was loaded").into());
     };
     assert!(matches!(
         FormatError::of(&e),
-        Some(FormatError::Newer { format: 4, .. })
+        Some(FormatError::Newer { format, .. }) if *format == newer
     ));
     let text = e.to_string();
     assert!(
-        text.contains("snapshot format 4 was written by a newer release"),
+        text.contains(&format!(
+            "snapshot format {newer} was written by a newer release"
+        )),
         "{text}"
     );
     assert!(
-        text.contains("upgrade this node to a release that reads snapshot format 4"),
+        text.contains(&format!(
+            "upgrade this node to a release that reads snapshot format {newer}"
+        )),
         "{text}"
     );
     Ok(())
@@ -333,15 +339,20 @@ fn a_snapshot_of_a_newer_format_is_refused_with_what_to_do() -> TestResult {
 #[tokio::test]
 async fn a_log_entry_or_vote_of_a_newer_format_is_refused_with_what_to_do() -> TestResult {
     let source = fixture("format1-credentials-8ff5677").join("raft");
-    for (tree, key, kind) in [
-        ("log.0000000000000000", "0000000000000014", "log entry"),
-        ("meta", "vote", "raft metadata"),
+    for (tree, key, kind, newer) in [
+        (
+            "log.0000000000000000",
+            "0000000000000014",
+            "log entry",
+            NEWEST_READ.log_entry + 1,
+        ),
+        ("meta", "vote", "raft metadata", NEWEST_READ.raft_meta + 1),
     ] {
         let tmp = TempDir::new()?;
         let db = rebuild_sled(&source, &tmp.path().join("raft"))?;
         let path = source.join(tree).join(key);
         let mut bytes = fs::read(&path)?;
-        bytes[0] = 2;
+        bytes[0] = newer;
         let key_bytes = if kind == "log entry" {
             20u64.to_be_bytes().to_vec()
         } else {
@@ -352,16 +363,18 @@ async fn a_log_entry_or_vote_of_a_newer_format_is_refused_with_what_to_do() -> T
             Err(e) => e.to_string(),
             Ok(mut log) => match (log.read_vote().await, log.try_get_log_entries(0..=20).await) {
                 (Err(e), _) | (_, Err(e)) => e.to_string(),
-                (Ok(_), Ok(_)) => return Err(format!("a {kind} of format 2 was read").into()),
+                (Ok(_), Ok(_)) => return Err(format!("a {kind} of format {newer} was read").into()),
             },
         };
         assert!(
-            refused.contains(&format!("{kind} format 2 was written by a newer release")),
+            refused.contains(&format!(
+                "{kind} format {newer} was written by a newer release"
+            )),
             "{refused}"
         );
         assert!(
             refused.contains(&format!(
-                "upgrade this node to a release that reads {kind} format 2"
+                "upgrade this node to a release that reads {kind} format {newer}"
             )),
             "{refused}"
         );

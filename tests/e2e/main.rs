@@ -21,6 +21,7 @@ mod hostile_edge;
 mod hostile_input;
 mod hostile_writes;
 mod idempotency;
+mod levels;
 mod membership;
 mod no_panics;
 mod readiness;

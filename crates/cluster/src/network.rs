@@ -48,11 +48,16 @@ pub const SECRET_HEADER: &str = "verdict-cluster-secret";
 
 type WireResult<T> = Result<T, String>;
 
+/// A snapshot transfer as it travels: the sender's vote, the snapshot's meta and its bytes (a
+/// snapshot file, format number first).
 #[derive(Serialize, Deserialize)]
-pub(crate) struct SnapshotWire {
-    pub(crate) vote: VoteOf<TypeConfig>,
-    pub(crate) meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
-    pub(crate) data: Vec<u8>,
+pub struct SnapshotWire {
+    /// The sending leader's vote.
+    pub vote: VoteOf<TypeConfig>,
+    /// What the snapshot covers.
+    pub meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
+    /// The snapshot file's bytes.
+    pub data: Vec<u8>,
 }
 
 /// TLS for the connections this member opens to other members' peer listeners: `None` is plain

@@ -138,7 +138,13 @@ pub struct Node {
     leader_contact_ms: Arc<AtomicU64>,
     /// The committed index found in storage at start: not ready before it is applied again.
     recover_to: u64,
+    /// The last request from another member this release could not read (a newer format), and
+    /// when: reported in readiness for a while, so a member left behind says why.
+    unreadable: Arc<arc_swap::ArcSwapOption<(Instant, String)>>,
 }
+
+/// How long an unreadable request from another member keeps this member not ready.
+const UNREADABLE_REPORTED_FOR: Duration = Duration::from_secs(10);
 
 impl Node {
     /// Opens storage and starts Raft. In single-node mode, initialises the cluster on first start.
@@ -229,6 +235,7 @@ impl Node {
             started: Instant::now(),
             leader_contact_ms: Arc::new(AtomicU64::new(0)),
             recover_to,
+            unreadable: Arc::new(arc_swap::ArcSwapOption::empty()),
         })
     }
 
@@ -267,6 +274,13 @@ impl Node {
     pub(crate) fn leader_contact(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.leader_contact_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Records a request from another member that this release could not read.
+    pub(crate) fn note_unreadable(&self, what: String) {
+        tracing::error!(%what, "cannot read what another member sent; upgrade this node");
+        self.unreadable
+            .store(Some(Arc::new((Instant::now(), what))));
     }
 
     fn since_leader_contact(&self) -> Duration {
@@ -322,6 +336,14 @@ impl Node {
                 ));
             }
             return Some(format!("raft stopped: {e}"));
+        }
+        if let Some(seen) = self.unreadable.load().as_ref() {
+            if seen.0.elapsed() < UNREADABLE_REPORTED_FOR {
+                return Some(format!(
+                    "cannot read {} (decisions answer from version {applied})",
+                    seen.1
+                ));
+            }
         }
         if let Some(reason) = membership_reason(self.id, &m, &self.published.members_seen()) {
             return Some(reason);

@@ -63,6 +63,21 @@ impl PeerService {
         peer_reads: Option<u8>,
     ) -> Result<Vec<u8>, io::Error> {
         let format = answer_format(peer_reads);
+        let answer = self.serve(path, body, format).await;
+        if let Err(e) = &answer {
+            // A request this release cannot read (a member of a newer release sent it): refused,
+            // and this member says so in its readiness instead of lagging silently.
+            if let Some(newer @ crate::codec::FormatError::Newer { .. }) =
+                crate::codec::FormatError::of(e)
+            {
+                self.node
+                    .note_unreadable(format!("a `{path}` request from another member: {newer}"));
+            }
+        }
+        answer
+    }
+
+    async fn serve(&self, path: &str, body: &[u8], format: u8) -> Result<Vec<u8>, io::Error> {
         match path {
             "append" => {
                 let req: AppendEntriesRequest<TypeConfig> = request(body)?;

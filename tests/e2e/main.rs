@@ -23,6 +23,7 @@ mod hostile_writes;
 mod idempotency;
 mod levels;
 mod membership;
+mod mixed_versions;
 mod no_panics;
 mod readiness;
 mod security;

@@ -266,6 +266,25 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     }
 }
 
+/// `Type::"id"` arguments as `(type, id)` pairs (the quotes may be left out: `Type::id`).
+fn parse_uid_args(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|a| {
+            let Some((t, id)) = a.rsplit_once("::") else {
+                anyhow::bail!("`{a}` is not an entity uid: write it as Type::\"id\"");
+            };
+            let id = id
+                .strip_prefix('"')
+                .and_then(|i| i.strip_suffix('"'))
+                .unwrap_or(id);
+            if t.is_empty() || id.is_empty() {
+                anyhow::bail!("`{a}` is not an entity uid: write it as Type::\"id\"");
+            }
+            Ok((t.to_string(), id.to_string()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,23 +311,4 @@ mod tests {
         assert!(!has_json_extension(Path::new("s.cedarschema")));
         assert!(!has_json_extension(Path::new("-")));
     }
-}
-
-/// `Type::"id"` arguments as `(type, id)` pairs (the quotes may be left out: `Type::id`).
-fn parse_uid_args(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    args.iter()
-        .map(|a| {
-            let Some((t, id)) = a.rsplit_once("::") else {
-                anyhow::bail!("`{a}` is not an entity uid: write it as Type::\"id\"");
-            };
-            let id = id
-                .strip_prefix('"')
-                .and_then(|i| i.strip_suffix('"'))
-                .unwrap_or(id);
-            if t.is_empty() || id.is_empty() {
-                anyhow::bail!("`{a}` is not an entity uid: write it as Type::\"id\"");
-            }
-            Ok((t.to_string(), id.to_string()))
-        })
-        .collect()
 }

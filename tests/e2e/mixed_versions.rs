@@ -117,7 +117,9 @@ async fn old_and_new_members_work_together_until_the_old_ones_are_upgraded() {
     assert_problem(&refused, 409, "feature_not_active");
     for id in [1, 2] {
         assert!(
-            refused.text.contains(&format!("node {id} runs the release before")),
+            refused
+                .text
+                .contains(&format!("node {id} runs the release before")),
             "{}",
             refused.text
         );
@@ -173,7 +175,9 @@ async fn old_and_new_members_work_together_until_the_old_ones_are_upgraded() {
     let v = c
         .member(1)
         .api()
-        .upsert_entities(&json!([{"uid": {"type": "User", "id": "late"}, "attrs": {}, "parents": []}]))
+        .upsert_entities(
+            &json!([{"uid": {"type": "User", "id": "late"}, "attrs": {}, "parents": []}]),
+        )
         .await;
     assert!(alice_allowed(c.member(3).api(), v).await);
 }

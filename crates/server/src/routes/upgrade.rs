@@ -89,7 +89,7 @@ fn finalize_level(
     }
     let value = body::json(&raw)?;
     if let Some(l) = value.get("level") {
-        if !l.as_u64().is_some_and(|n| n <= u64::from(u8::MAX)) {
+        if l.as_u64().is_none_or(|n| n > u64::from(u8::MAX)) {
             return Err(ApiError::bad_request(
                 "invalid_level",
                 format!("`level` must be a format level (a small positive integer), not {l}"),

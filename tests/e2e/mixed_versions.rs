@@ -53,12 +53,14 @@ async fn old_and_new_members_work_together_until_the_old_ones_are_upgraded() {
     let Some(old) = previous_release() else {
         return;
     };
-    // Nodes 1 and 2 run the previous release (which knows no `--auto-finalize`), node 3 this one.
+    // Nodes 1 and 2 run the previous release (which knows no `--auto-finalize`), node 3 this one,
+    // snapshotting often and keeping no log behind, so a lagging member gets a snapshot from it.
     let mut c = Cluster::start_each(3, |id| {
         if id <= 2 {
             (Some(old.clone()), Vec::new())
         } else {
-            (None, Vec::new())
+            let flags = ["--snapshot-every", "20", "--keep-log-behind-snapshot", "0"];
+            (None, flags.iter().map(|f| f.to_string()).collect())
         }
     })
     .await;
@@ -89,6 +91,53 @@ async fn old_and_new_members_work_together_until_the_old_ones_are_upgraded() {
         assert_eq!(r.json["decision"], true, "node {id}: {}", r.text);
         assert!(!alice_allowed(api, version).await, "node {id}");
     }
+
+    // The new member leads; an old member that fell behind catches up from its snapshot, which
+    // at level 1 is in the format the previous release reads.
+    let r = new
+        .json(
+            reqwest::Method::POST,
+            "/v1/cluster/transfer-leader",
+            &json!({"to": 3}),
+        )
+        .await;
+    let led = wait_for(Duration::from_secs(20), || async {
+        let view = new.try_get("/v1/cluster").await?;
+        if view.json["leader"] == 3 {
+            Ok(())
+        } else {
+            Err(format!("leader {}", view.json["leader"]))
+        }
+    })
+    .await;
+    assert!(
+        led.is_ok(),
+        "{led:?}; transfer-leader answered {} {}",
+        r.status,
+        r.text
+    );
+    c.member_mut(2).sigstop();
+    let mut newest = 0;
+    for n in 0..60 {
+        newest = new
+            .upsert_entities(&json!([{"uid": {"type": "User", "id": format!("w{n}")}, "attrs": {}, "parents": []}]))
+            .await;
+    }
+    c.member_mut(2).sigcont();
+    let caught_up = wait_for(Duration::from_secs(30), || async {
+        match c.member(2).version().await {
+            Some(v) if v >= newest => Ok(v),
+            other => Err(format!("old node 2 at {other:?}, want {newest}")),
+        }
+    })
+    .await;
+    assert!(
+        caught_up.is_ok(),
+        "{caught_up:?}\n{}",
+        c.member(2).log_tail(30)
+    );
+    let w59 = c.member(2).api().get("/v1/entities/User/w59").await;
+    assert_eq!(w59.status, 200, "{}", w59.text);
 
     // The level stays 1 (give auto_finalize on node 3 time to misbehave), and the new member
     // names the old ones.

@@ -141,6 +141,8 @@ pub struct Node {
     /// The last request from another member this release could not read (a newer format), and
     /// when: reported in readiness for a while, so a member left behind says why.
     unreadable: Arc<arc_swap::ArcSwapOption<(Instant, String)>>,
+    /// Whether this start initialised a new cluster (its first start).
+    bootstrapped: bool,
 }
 
 /// How long an unreadable request from another member keeps this member not ready.
@@ -200,8 +202,10 @@ impl Node {
             Bootstrap::Static(m) if m.keys().next() == Some(&opts.node_id) => Some(m.clone()),
             Bootstrap::Static(_) | Bootstrap::Join => None,
         };
+        let mut bootstrapped = false;
         if let Some(members) = members {
             if !initialized {
+                bootstrapped = true;
                 let count = members.len();
                 raft.initialize(members)
                     .await
@@ -236,6 +240,7 @@ impl Node {
             leader_contact_ms: Arc::new(AtomicU64::new(0)),
             recover_to,
             unreadable: Arc::new(arc_swap::ArcSwapOption::empty()),
+            bootstrapped,
         })
     }
 
@@ -247,6 +252,12 @@ impl Node {
     /// The cluster's active format level at the published version.
     pub fn active_level(&self) -> u8 {
         self.published.load().format_level()
+    }
+
+    /// Whether this start initialised a new cluster: a fresh cluster, whose members are all of
+    /// this release.
+    pub fn bootstrapped_now(&self) -> bool {
+        self.bootstrapped
     }
 
     /// The published snapshot and its change signal.

@@ -202,16 +202,48 @@ pub async fn holding_back(node: &Node, level: u8) -> Vec<String> {
         .collect()
 }
 
-/// How often the leader looks whether the level can be raised.
+/// How often the leader looks whether the level can be raised: often in the first seconds, so a
+/// fresh cluster reaches the top level before it takes much traffic, then at a calmer pace.
+const AUTO_FINALIZE_FIRST: Duration = Duration::from_millis(100);
 const AUTO_FINALIZE_EVERY: Duration = Duration::from_millis(500);
+const AUTO_FINALIZE_FIRST_FOR: Duration = Duration::from_secs(10);
+
+/// With `auto_finalize`, on the start that initialised a one-member cluster: raises the level to
+/// the top before the node serves anything (waiting up to `within` for its first election), so a
+/// fresh single node never changes format level, and version, under its first clients. A fresh
+/// multi-member cluster is raised by [`spawn_auto_finalize`] once its members answer.
+pub async fn finalize_fresh(node: &Node, within: Duration) {
+    if !node.bootstrapped_now() || node.active_level() >= TOP_LEVEL {
+        return;
+    }
+    let deadline = std::time::Instant::now() + within;
+    while !node.is_leader() {
+        if std::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if node.status().members.len() != 1 {
+        return;
+    }
+    if let Err(e) = raise(node, TOP_LEVEL).await {
+        tracing::warn!(error = %e, "could not raise a fresh node's format level; auto finalize retries");
+    }
+}
 
 /// With `auto_finalize` (the default): while this member leads, raises the active level one step
 /// as soon as every member supports the next one. A fresh cluster of this release reaches the top
 /// level right after its first election.
 pub fn spawn_auto_finalize(node: Node) {
     tokio::spawn(async move {
+        let started = std::time::Instant::now();
         loop {
-            tokio::time::sleep(AUTO_FINALIZE_EVERY).await;
+            let pause = if started.elapsed() < AUTO_FINALIZE_FIRST_FOR {
+                AUTO_FINALIZE_FIRST
+            } else {
+                AUTO_FINALIZE_EVERY
+            };
+            tokio::time::sleep(pause).await;
             if !node.is_leader() || node.active_level() >= TOP_LEVEL {
                 continue;
             }

@@ -195,11 +195,13 @@ impl AppState {
             handing_off: tokio::sync::Mutex::new(()),
             config,
         });
+        if state.config.auto_finalize {
+            // Before anything is served: a fresh single node starts at the top level.
+            verdict_cluster::upgrade::finalize_fresh(&state.node, Duration::from_secs(10)).await;
+            verdict_cluster::upgrade::spawn_auto_finalize(state.node.clone());
+        }
         if let Some(secret) = admin_secret {
             tokio::spawn(crate::auth::bootstrap(state.clone(), secret));
-        }
-        if state.config.auto_finalize {
-            verdict_cluster::upgrade::spawn_auto_finalize(state.node.clone());
         }
         Ok(state)
     }

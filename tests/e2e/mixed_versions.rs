@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::assert_problem;
+use crate::harness::cli_at;
 use crate::harness::cluster::wait_for;
 use crate::harness::cluster::Cluster;
 use crate::levels::alice_allowed;
@@ -162,6 +163,12 @@ async fn old_and_new_members_work_together_until_the_old_ones_are_upgraded() {
             assert_eq!(m["supported_level"], 2, "{m}");
         }
     }
+    let out = cli_at(&c.member(3).url(), &["cluster", "upgrade", "status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("previous (no levels)") && text.contains("held back"),
+        "{out:?}"
+    );
     let refused = promote_alice(&new).await;
     assert_problem(&refused, 409, "feature_not_active");
     for id in [1, 2] {

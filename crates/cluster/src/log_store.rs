@@ -524,4 +524,33 @@ mod tests {
         assert!(store.try_get_log_entries(0..=10).await?.is_empty());
         Ok(())
     }
+
+    /// Nothing newer than the active level is written: at level 1 an ordinary entry is format 1
+    /// (the previous release reads it), the entry raising the level is level 2's; at level 2
+    /// every entry is.
+    #[test]
+    fn entries_are_written_at_the_active_level() {
+        use verdict_engine::Command;
+        use verdict_engine::Write;
+        let normal = |command: Command| {
+            EntryOf::<TypeConfig>::new_normal(
+                log_id::<TypeConfig>(1, 1, 1),
+                crate::types::Request(Write {
+                    command,
+                    if_match: None,
+                    idempotency_key: None,
+                    stamped_ms: 0,
+                }),
+            )
+        };
+        let blank = EntryOf::<TypeConfig>::new_blank(log_id::<TypeConfig>(1, 1, 1));
+        let plain = normal(Command::DeleteSchema);
+        let raise = normal(Command::RaiseLevel { level: 2 });
+        assert_eq!(entry_level(&blank, 1), 1);
+        assert_eq!(entry_level(&plain, 1), 1);
+        assert_eq!(entry_level(&raise, 1), 2);
+        assert_eq!(entry_level(&plain, 2), 2);
+        assert_eq!(crate::codec::formats(entry_level(&plain, 1)).log_entry, 1);
+        assert_eq!(crate::codec::formats(entry_level(&raise, 1)).log_entry, 2);
+    }
 }

@@ -156,6 +156,24 @@ pub async fn entity(client: &Client, cmd: EntityCommand, out: Output) -> anyhow:
             let v = client.delete_entities(&uid, write.if_match, key).await?;
             written(out, &format!("deleted {}", cedar_uid(&r#type, &id)), v)?;
         }
+        EntityCommand::Parents {
+            r#type,
+            id,
+            add,
+            remove,
+            write,
+        } => {
+            let (add, remove) = (parse_uid_args(&add)?, parse_uid_args(&remove)?);
+            let key = write.idempotency_key.as_deref();
+            let v = client
+                .edit_parents((&r#type, &id), &add, &remove, write.if_match, key)
+                .await?;
+            written(
+                out,
+                &format!("edited the parents of {}", cedar_uid(&r#type, &id)),
+                v,
+            )?;
+        }
         EntityCommand::Load { file, write } => {
             let entities = read_entities(&file)?;
             let n = entities.len();
@@ -246,6 +264,25 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     } else {
         many
     }
+}
+
+/// `Type::"id"` arguments as `(type, id)` pairs (the quotes may be left out: `Type::id`).
+fn parse_uid_args(args: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|a| {
+            let Some((t, id)) = a.rsplit_once("::") else {
+                anyhow::bail!("`{a}` is not an entity uid: write it as Type::\"id\"");
+            };
+            let id = id
+                .strip_prefix('"')
+                .and_then(|i| i.strip_suffix('"'))
+                .unwrap_or(id);
+            if t.is_empty() || id.is_empty() {
+                anyhow::bail!("`{a}` is not an entity uid: write it as Type::\"id\"");
+            }
+            Ok((t.to_string(), id.to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

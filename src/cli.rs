@@ -241,6 +241,10 @@ pub struct ServeArgs {
     /// Refuse decisions (503 `stale`) while this node may be stale, instead of answering.
     #[arg(long)]
     pub fail_closed: bool,
+    /// Raise the cluster's format level as soon as every member supports it (default true);
+    /// `false` holds it until `verdict cluster upgrade finalize`, keeping rollback possible.
+    #[arg(long, value_name = "BOOL")]
+    pub auto_finalize: Option<bool>,
     /// Take a snapshot (and allow log purging) after this many applied entries.
     #[arg(long, value_name = "ENTRIES")]
     pub snapshot_every: Option<u64>,
@@ -339,6 +343,24 @@ pub enum ClusterCommand {
     Undrain {
         /// The member to undrain (through the node at --url); default: the node at --url.
         id: Option<u64>,
+    },
+    /// Format levels across a rolling upgrade: status, and finalising it.
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
+}
+
+/// `verdict cluster upgrade …`.
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// The active format level, each member's release and highest level, what holds the next
+    /// level back.
+    Status,
+    /// Raise the active format level once every member supports it. After this, a member of the
+    /// previous release can no longer read the cluster's data: no rollback.
+    Finalize {
+        /// The level to raise to (default: the highest the answering node supports).
+        #[arg(long)]
+        level: Option<u8>,
     },
 }
 
@@ -463,6 +485,21 @@ pub enum EntityCommand {
         r#type: String,
         /// Entity id.
         id: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Add and remove direct parents of one stored entity in one write (format level 2).
+    Parents {
+        /// Entity type.
+        r#type: String,
+        /// Entity id.
+        id: String,
+        /// A parent to add, `Type::"id"` (repeatable).
+        #[arg(long, value_name = "UID")]
+        add: Vec<String>,
+        /// A parent to remove, `Type::"id"` (repeatable).
+        #[arg(long, value_name = "UID")]
+        remove: Vec<String>,
         #[command(flatten)]
         write: WriteArgs,
     },

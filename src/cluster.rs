@@ -7,6 +7,7 @@ use verdict_client::Client;
 
 use crate::cli::ClusterCommand;
 use crate::cli::Output;
+use crate::cli::UpgradeCommand;
 use crate::cli::WatchArgs;
 use crate::output::print_json;
 use crate::output::print_table;
@@ -36,6 +37,8 @@ pub async fn run(client: &Client, cmd: ClusterCommand, out: Output) -> anyhow::R
                                 m.api_addr.clone(),
                                 m.peer_addr.clone(),
                                 opt(m.applied_version),
+                                release_of(m.reachable, m.release.as_deref()),
+                                m.supported_level.map_or("-".to_string(), |l| l.to_string()),
                                 match (m.reachable, m.ready, &m.not_ready_reason) {
                                     (false, _, _) => "unreachable".into(),
                                     (true, Some(true), _) => "ready".into(),
@@ -45,12 +48,18 @@ pub async fn run(client: &Client, cmd: ClusterCommand, out: Output) -> anyhow::R
                             ]
                         })
                         .collect();
-                    print_table(&["ID", "ROLE", "API", "PEER", "APPLIED", "STATE"], &rows);
+                    print_table(
+                        &[
+                            "ID", "ROLE", "API", "PEER", "APPLIED", "RELEASE", "LEVEL", "STATE",
+                        ],
+                        &rows,
+                    );
                     println!(
-                        "leader {}, term {}, committed {}{}",
+                        "leader {}, term {}, committed {}, format level {}{}",
                         s.leader.map(|l| l.to_string()).unwrap_or("unknown".into()),
                         s.term,
                         s.committed,
+                        s.active_level.unwrap_or(1),
                         if s.removed.is_empty() {
                             String::new()
                         } else {
@@ -110,6 +119,7 @@ pub async fn run(client: &Client, cmd: ClusterCommand, out: Output) -> anyhow::R
                 }
             }
         }
+        ClusterCommand::Upgrade(cmd) => return upgrade(client, cmd, out).await,
         ClusterCommand::Undrain { id } => {
             let u = match id {
                 Some(id) => client.undrain_member(id).await?,
@@ -122,6 +132,68 @@ pub async fn run(client: &Client, cmd: ClusterCommand, out: Output) -> anyhow::R
                     Some(r) => println!("node {} undrained; not ready yet: {r}", u.node_id),
                 },
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How a member's release reads in a table: a member that answers without one runs the release
+/// before format levels.
+fn release_of(reachable: bool, release: Option<&str>) -> String {
+    match (reachable, release) {
+        (_, Some(r)) => r.to_string(),
+        (true, None) => "previous (no levels)".to_string(),
+        (false, None) => "-".to_string(),
+    }
+}
+
+/// `verdict cluster upgrade status|finalize`.
+async fn upgrade(client: &Client, cmd: UpgradeCommand, out: Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        UpgradeCommand::Status => {
+            let u = client.upgrade_status().await?;
+            match out {
+                Output::Json => print_json(&u)?,
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = u
+                        .members
+                        .iter()
+                        .map(|m| {
+                            vec![
+                                m.id.to_string(),
+                                m.role.clone(),
+                                release_of(m.reachable, m.release.as_deref()),
+                                m.supported_level.map_or("-".to_string(), |l| l.to_string()),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["ID", "ROLE", "RELEASE", "SUPPORTS"], &rows);
+                    println!(
+                        "active format level {}; every member supports {}; {}",
+                        u.active_level,
+                        u.cluster_supports,
+                        match u.next_level {
+                            None => "final (nothing to upgrade)".to_string(),
+                            Some(n) if u.holding_back.is_empty() => format!(
+                                "level {n} can be finalised{}",
+                                if u.auto_finalize {
+                                    " (auto_finalize will)"
+                                } else {
+                                    ""
+                                }
+                            ),
+                            Some(n) => format!("level {n} is held back"),
+                        }
+                    );
+                    for h in &u.holding_back {
+                        println!("  {}", h.reason);
+                    }
+                }
+            }
+        }
+        UpgradeCommand::Finalize { level } => {
+            let v = client.finalize_upgrade(level).await?;
+            written(out, "finalised the upgrade", v)?;
         }
     }
     Ok(ExitCode::SUCCESS)

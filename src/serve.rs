@@ -76,6 +76,9 @@ fn config(args: &ServeArgs) -> anyhow::Result<Config> {
     if args.fail_closed {
         c.fail_closed = true;
     }
+    if let Some(v) = args.auto_finalize {
+        c.auto_finalize = v;
+    }
     if let Some(v) = args.snapshot_every {
         c.snapshot_every = v;
     }

@@ -29,6 +29,7 @@ use crate::Readiness;
 use crate::Result;
 use crate::Schema;
 use crate::Undrained;
+use crate::UpgradeStatus;
 
 const MIN_VERSION: &str = "verdict-min-version";
 const VERSION: &str = "verdict-version";
@@ -308,6 +309,44 @@ impl Client {
             .send(self.request(Method::GET, &["v1", "cluster"])?)
             .await?;
         decode(resp).await
+    }
+
+    /// `GET /v1/cluster/upgrade`: format levels, each member's release, what holds an upgrade back.
+    pub async fn upgrade_status(&self) -> Result<UpgradeStatus> {
+        let rb = self.request(Method::GET, &["v1", "cluster", "upgrade"])?;
+        decode(self.send(rb).await?).await
+    }
+
+    /// `POST /v1/cluster/upgrade/finalize`: raises the active format level (default: the highest
+    /// the answering node supports); the version of the raising entry.
+    pub async fn finalize_upgrade(&self, level: Option<u8>) -> Result<u64> {
+        let mut rb = self.request(Method::POST, &["v1", "cluster", "upgrade", "finalize"])?;
+        if let Some(level) = level {
+            rb = rb.json(&serde_json::json!({ "level": level }));
+        }
+        self.write(rb, None, None).await
+    }
+
+    /// `POST /v1/entities/{type}/{id}/parents`: adds and removes direct parents of one entity
+    /// (`(type, id)` pairs), in one write.
+    pub async fn edit_parents(
+        &self,
+        (r#type, id): (&str, &str),
+        add: &[(String, String)],
+        remove: &[(String, String)],
+        if_match: Option<u64>,
+        idempotency_key: Option<&str>,
+    ) -> Result<u64> {
+        let uids = |pairs: &[(String, String)]| -> Vec<serde_json::Value> {
+            pairs
+                .iter()
+                .map(|(t, i)| serde_json::json!({"type": t, "id": i}))
+                .collect()
+        };
+        let rb = self
+            .request(Method::POST, &["v1", "entities", r#type, id, "parents"])?
+            .json(&serde_json::json!({"add": uids(add), "remove": uids(remove)}));
+        self.write(rb, if_match, idempotency_key).await
     }
 
     /// `POST /v1/cluster/learners`: adds a node started with `--join` as a learner.

@@ -295,6 +295,59 @@ pub struct ClusterMember {
     /// Why it is not ready.
     #[serde(default)]
     pub not_ready_reason: Option<String>,
+    /// Its release (crate version + git commit); `None` for a member of the release before
+    /// format levels, or one that did not answer.
+    #[serde(default)]
+    pub release: Option<String>,
+    /// The highest format level it supports, when reachable (1 for the release before levels).
+    #[serde(default)]
+    pub supported_level: Option<u8>,
+}
+
+/// One member in `GET /v1/cluster/upgrade`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeMember {
+    /// Node id.
+    pub id: u64,
+    /// `voter` or `learner`.
+    pub role: String,
+    /// Whether it answered.
+    pub reachable: bool,
+    /// Its release, if it reports one.
+    pub release: Option<String>,
+    /// The highest format level it supports, if it answered.
+    pub supported_level: Option<u8>,
+}
+
+/// A member that holds the next format level back, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldingBack {
+    /// Node id.
+    pub id: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Answer of `GET /v1/cluster/upgrade`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeStatus {
+    /// The cluster's active format level.
+    pub active_level: u8,
+    /// The highest level every member supports.
+    pub cluster_supports: u8,
+    /// The highest level the answering node's release supports.
+    pub this_release_supports: u8,
+    /// Whether the active level is the highest the answering node supports.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// The level an upgrade would raise to next.
+    pub next_level: Option<u8>,
+    /// Whether the answering node raises the level by itself.
+    pub auto_finalize: bool,
+    /// The members that hold the next level back.
+    pub holding_back: Vec<HoldingBack>,
+    /// Every member.
+    pub members: Vec<UpgradeMember>,
 }
 
 /// Answer of `GET /v1/cluster`.
@@ -314,6 +367,9 @@ pub struct ClusterStatus {
     pub voters: Vec<u64>,
     /// Learner ids.
     pub learners: Vec<u64>,
+    /// The cluster's active format level (absent from the release before levels).
+    #[serde(default)]
+    pub active_level: Option<u8>,
     /// Ids removed from the cluster (never accepted again).
     pub removed: Vec<u64>,
     /// Every member with its own report.

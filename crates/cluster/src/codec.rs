@@ -7,9 +7,8 @@
 //! which release reads it, never misread. The table of every format ever written is in
 //! docs/architecture.md ("Persisted formats").
 //!
-//! What a writer writes is chosen in one place, [`WRITE`]: the cluster's active format level
-//! (issue #14) replaces that constant with an input, so that nothing newer than the level is ever
-//! written while older releases are still members.
+//! What a writer writes is chosen in one place, [`LEVELS`], by the cluster's active format
+//! level: nothing newer than the level is ever written while older releases are still members.
 
 use std::fmt;
 use std::io;
@@ -76,19 +75,45 @@ impl Formats {
     }
 }
 
-/// The formats this release writes. INVARIANT: every writer takes its format from here (through
-/// [`encode`]), so this is the one place that decides what older releases must be able to read.
-/// Snapshot format 2 is the first unambiguous snapshot number: format 1 stood for four layouts;
-/// format 3 adds the idempotency keys' write digests.
-pub const WRITE: Formats = Formats {
-    log_entry: 1,
-    raft_meta: 1,
-    snapshot: 3,
-    peer_message: 1,
-};
+/// The formats of each format level, level 1 first. INVARIANT: every writer takes its format from
+/// the cluster's active level (through [`encode`]), never newer, so a member of the release before
+/// a level can read everything while the cluster is below that level.
+///
+/// Level 1 is exactly what the release before levels writes (commit a5c32ea, the previous release
+/// in tests/upgrade/previous-release): log entry 1, raft metadata 1, snapshot 3, peer message 1.
+/// Level 2 adds log entry format 2 (commands the previous release cannot decode: `RaiseLevel`,
+/// `EditParents`), snapshot format 4 (format 3 followed by the active level) and peer message
+/// format 2 (a member's status report carries its release and highest level).
+pub const LEVELS: [Formats; 2] = [
+    Formats {
+        log_entry: 1,
+        raft_meta: 1,
+        snapshot: 3,
+        peer_message: 1,
+    },
+    Formats {
+        log_entry: 2,
+        raft_meta: 1,
+        snapshot: 4,
+        peer_message: 2,
+    },
+];
+
+/// The highest format level this release supports.
+pub const TOP_LEVEL: u8 = LEVELS.len() as u8;
+
+/// The formats of `level`, clamped to the levels this release knows (0 counts as 1).
+pub fn formats(level: u8) -> Formats {
+    let i = usize::from(level.clamp(1, TOP_LEVEL)) - 1;
+    LEVELS.get(i).copied().unwrap_or(LEVELS[0])
+}
 
 /// The newest format of each kind this release reads; it reads every older one too.
-pub const NEWEST_READ: Formats = WRITE;
+pub const NEWEST_READ: Formats = LEVELS[LEVELS.len() - 1];
+
+/// The words every "written by a newer release" error contains, so a stopped member can tell
+/// that cause from others in openraft's error text.
+pub const NEWER_RELEASE: &str = "written by a newer release";
 
 /// Why a value's format cannot be read. Travels inside an [`io::Error`] (kind `InvalidData`), so
 /// a caller can tell "newer than this release" from corruption with [`FormatError::of`].
@@ -96,8 +121,9 @@ pub const NEWEST_READ: Formats = WRITE;
 pub enum FormatError {
     /// Written by a newer release.
     #[error(
-        "{kind} format {format} was written by a newer release (this node reads {kind} formats 1 \
-         to {newest}); upgrade this node to a release that reads {kind} format {format}"
+        "{kind} format {format} was written by a newer release (this node, release {release}, \
+         reads {kind} formats 1 to {newest}); upgrade this node to a release that reads {kind} \
+         format {format}", release = crate::levels::release()
     )]
     Newer {
         /// What the value is.
@@ -144,9 +170,10 @@ impl From<FormatError> for io::Error {
     }
 }
 
-/// Encodes `value` as a `kind` in the format this release writes for it.
-pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, io::Error> {
-    encode_as(WRITE.of(kind), value)
+/// Encodes `value` as a `kind` in the format of format level `level` (the active level, or the
+/// level the value's content needs if higher).
+pub fn encode<T: Serialize>(level: u8, kind: Kind, value: &T) -> Result<Vec<u8>, io::Error> {
+    encode_as(formats(level).of(kind), value)
 }
 
 /// Encodes `value` as `[format] ++ bincode(value)`; the caller vouches that `value`'s layout is
@@ -172,12 +199,15 @@ pub fn open(kind: Kind, bytes: &[u8]) -> Result<(u8, &[u8]), FormatError> {
     }
 }
 
-/// Decodes a log entry, raft metadata or peer message: so far each of these kinds has had exactly
-/// one layout, format 1 (the enums in them only ever gained variants at the end). Snapshots have
-/// their own reader (`state_machine`'s snapshot file module).
+/// Decodes a log entry, raft metadata or peer message: so far each of these kinds has had one
+/// layout; log entry and peer message format 2 only add enum variants at the end (new commands),
+/// which a format-1 reader could not decode. A status report has its own reader
+/// ([`crate::types::NodeReport::decode`]). Snapshots have theirs (the snapshot file module).
 pub fn decode<T: DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<T, io::Error> {
     match (kind, open(kind, bytes)?) {
-        (Kind::LogEntry | Kind::RaftMeta | Kind::PeerMessage, (1, body)) => body_of(body),
+        (Kind::LogEntry | Kind::PeerMessage, (1 | 2, body)) | (Kind::RaftMeta, (1, body)) => {
+            body_of(body)
+        }
         (kind, (format, _)) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("{kind} format {format} is not read by the one-layout decoder"),
@@ -197,19 +227,43 @@ mod tests {
 
     #[test]
     fn round_trip_in_the_written_format() {
-        for kind in [Kind::LogEntry, Kind::RaftMeta, Kind::PeerMessage] {
-            let bytes = encode(kind, &(1u64, "x".to_string())).unwrap();
-            assert_eq!(bytes[0], WRITE.of(kind));
-            let back: (u64, String) = decode(kind, &bytes).unwrap();
-            assert_eq!(back, (1, "x".to_string()));
+        for level in 1..=TOP_LEVEL {
+            for kind in [Kind::LogEntry, Kind::RaftMeta, Kind::PeerMessage] {
+                let bytes = encode(level, kind, &(1u64, "x".to_string())).unwrap();
+                assert_eq!(bytes[0], formats(level).of(kind));
+                let back: (u64, String) = decode(kind, &bytes).unwrap();
+                assert_eq!(back, (1, "x".to_string()));
+            }
         }
+    }
+
+    /// Level 1 is exactly what the previous release writes (tests/upgrade/previous-release):
+    /// changing it would make a mixed cluster unreadable to that release's members.
+    #[test]
+    fn level_1_is_the_previous_release_and_levels_only_grow() {
+        assert_eq!(
+            LEVELS[0],
+            Formats {
+                log_entry: 1,
+                raft_meta: 1,
+                snapshot: 3,
+                peer_message: 1
+            }
+        );
+        for pair in LEVELS.windows(2) {
+            for kind in Kind::ALL {
+                assert!(pair[1].of(kind) >= pair[0].of(kind), "{kind}");
+            }
+        }
+        assert_eq!(formats(0), LEVELS[0]);
+        assert_eq!(formats(200), NEWEST_READ);
     }
 
     #[test]
     fn a_newer_format_is_refused_with_what_to_do() {
         for kind in Kind::ALL {
             let newer = NEWEST_READ.of(kind) + 1;
-            let mut bytes = encode(kind, &7u64).unwrap();
+            let mut bytes = encode(TOP_LEVEL, kind, &7u64).unwrap();
             bytes[0] = newer;
             let e = open(kind, &bytes).unwrap_err();
             assert_eq!(
@@ -281,7 +335,7 @@ mod tests {
                 idempotency_key: None,
                 stamped_ms: 1_000,
             };
-            let back: Write = decode(Kind::LogEntry, &encode(Kind::LogEntry, &write)?)?;
+            let back: Write = decode(Kind::LogEntry, &encode(1, Kind::LogEntry, &write)?)?;
             assert_eq!(back, write);
             let applied = snap.apply_in_place(i as u64 + 1, &back, &ParseCache::new());
             assert_eq!(applied.outcome, Outcome::Applied);

@@ -1,10 +1,12 @@
 //! Verdict's replication layer: openraft over sled, publishing the engine's snapshots.
 //!
 //! Layout, in dependency order (each module imports only modules listed before it):
+//! - [`codec`]: the format number in front of everything persisted or sent, per kind of value;
+//!   what each format level writes is chosen in one place ([`codec::LEVELS`]).
 //! - [`types`]: the openraft type configuration (log payload, response, member addresses) and the
 //!   other values members send each other.
-//! - [`codec`]: the format number in front of everything persisted or sent, per kind of value;
-//!   what this release writes is chosen in one place ([`codec::WRITE`]).
+//! - [`levels`]: this member's copy of the cluster's active format level, its release, and how
+//!   members agree on the peer message format.
 //! - `log_segments`: the log's sled trees, one per run of indexes, dropped whole by a purge.
 //! - [`log_store`]: the Raft log, vote and committed index on sled, flushed before acknowledging;
 //!   the committed index as far as it is durable, which publishing waits for.
@@ -23,6 +25,8 @@
 //! - `membership`: membership changes and leader transfer, checked against Verdict's rules.
 //! - [`node`]: start-up, bootstrap, readiness and the small API the server uses; openraft stays
 //!   inside.
+//! - [`upgrade`]: the cluster's format levels across members: what each supports, raising the
+//!   active level (by an operator or automatically), refusing features above it.
 //! - [`peer_service`]: the peer transport's server half, which the server crate mounts on the peer
 //!   listener.
 #![deny(missing_docs)]
@@ -35,6 +39,7 @@ pub mod codec;
 pub mod events;
 mod flusher;
 pub mod history;
+pub mod levels;
 mod log_segments;
 pub mod log_store;
 mod membership;
@@ -45,6 +50,7 @@ pub mod peer_service;
 mod snapshot_file;
 pub mod state_machine;
 pub mod types;
+pub mod upgrade;
 pub mod write;
 
 pub use history::ChangeEvent;

@@ -42,11 +42,21 @@ use crate::codec::encode;
 use crate::codec::Kind;
 use crate::flusher::Durable;
 use crate::flusher::Flusher;
+use crate::levels::ActiveLevel;
 use crate::log_segments::index_of;
 use crate::log_segments::io_err;
 use crate::log_segments::key;
 use crate::log_segments::Segments;
 use crate::types::TypeConfig;
+
+/// The format level to write `entry` at: the active level, or the level its command first exists
+/// at if that is higher (the entry that raises the level, which every member reads by then).
+pub(crate) fn entry_level(entry: &EntryOf<TypeConfig>, active: u8) -> u8 {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(req) => active.max(req.0.command.format_level()),
+        _ => active,
+    }
+}
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
@@ -66,12 +76,21 @@ pub struct LogStore {
     /// The first index not purged (0 before any purge): reads skip entries below it that share a
     /// segment with later ones.
     first_kept: Arc<AtomicU64>,
+    /// The cluster's active format level as this member applied it: entries are written in its
+    /// log entry format (or the one their command needs, if newer).
+    level: ActiveLevel,
 }
 
 impl LogStore {
     /// Opens (or creates) the log in `db`.
     pub fn open(db: sled::Db) -> Result<Self, io::Error> {
         Self::open_with_segment_len(db, SEGMENT_LEN)
+    }
+
+    /// Writes entries in the formats of `level` (shared with the state machine, which moves it).
+    pub fn with_level(mut self, level: ActiveLevel) -> Self {
+        self.level = level;
+        self
     }
 
     /// Opens the log with `segment_len` entries per segment. The default is [`SEGMENT_LEN`];
@@ -87,6 +106,7 @@ impl LogStore {
             meta,
             flusher: Arc::new(Flusher::start(db.clone(), commit_mark(committed.as_ref()))?),
             first_kept: Arc::new(AtomicU64::new(0)),
+            level: ActiveLevel::default(),
         };
         store.move_legacy_log(&db)?;
         // Finish a purge that a crash interrupted.
@@ -129,7 +149,7 @@ impl LogStore {
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), io::Error> {
         self.meta
-            .insert(key, encode(Kind::RaftMeta, value)?)
+            .insert(key, encode(1, Kind::RaftMeta, value)?)
             .map_err(io_err)?;
         Ok(())
     }
@@ -315,9 +335,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = EntryOf<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let active = self.level.get();
         let entries = entries
             .into_iter()
-            .map(|e| Ok((e.index(), encode(Kind::LogEntry, &e)?)))
+            .map(|e| {
+                Ok((
+                    e.index(),
+                    encode(entry_level(&e, active), Kind::LogEntry, &e)?,
+                ))
+            })
             .collect::<Result<Vec<_>, io::Error>>()?;
         // Written (readable) before returning, as openraft requires; durable only when the flush
         // below completes, and only then is the callback told so. Appends are amortised: one flush
@@ -378,7 +404,7 @@ mod tests {
         let mut entries = Vec::new();
         for i in indexes {
             let entry = EntryOf::<TypeConfig>::new_blank(log_id::<TypeConfig>(1, 1, i));
-            entries.push((i, encode(Kind::LogEntry, &entry)?));
+            entries.push((i, encode(1, Kind::LogEntry, &entry)?));
         }
         store.segments.insert(entries)?;
         Ok(())
@@ -475,7 +501,7 @@ mod tests {
         let legacy = db.open_tree(LEGACY_LOG_TREE)?;
         for i in 1..=50u64 {
             let entry = EntryOf::<TypeConfig>::new_blank(log_id::<TypeConfig>(1, 1, i));
-            legacy.insert(key(i), encode(Kind::LogEntry, &entry)?)?;
+            legacy.insert(key(i), encode(1, Kind::LogEntry, &entry)?)?;
         }
         drop(legacy);
         let mut store = LogStore::open_with_segment_len(db.clone(), 16)?;
@@ -497,5 +523,34 @@ mod tests {
         assert_eq!(state.last_log_id.map(|l| l.index()), Some(10));
         assert!(store.try_get_log_entries(0..=10).await?.is_empty());
         Ok(())
+    }
+
+    /// Nothing newer than the active level is written: at level 1 an ordinary entry is format 1
+    /// (the previous release reads it), the entry raising the level is level 2's; at level 2
+    /// every entry is.
+    #[test]
+    fn entries_are_written_at_the_active_level() {
+        use verdict_engine::Command;
+        use verdict_engine::Write;
+        let normal = |command: Command| {
+            EntryOf::<TypeConfig>::new_normal(
+                log_id::<TypeConfig>(1, 1, 1),
+                crate::types::Request(Write {
+                    command,
+                    if_match: None,
+                    idempotency_key: None,
+                    stamped_ms: 0,
+                }),
+            )
+        };
+        let blank = EntryOf::<TypeConfig>::new_blank(log_id::<TypeConfig>(1, 1, 1));
+        let plain = normal(Command::DeleteSchema);
+        let raise = normal(Command::RaiseLevel { level: 2 });
+        assert_eq!(entry_level(&blank, 1), 1);
+        assert_eq!(entry_level(&plain, 1), 1);
+        assert_eq!(entry_level(&raise, 1), 2);
+        assert_eq!(entry_level(&plain, 2), 2);
+        assert_eq!(crate::codec::formats(entry_level(&plain, 1)).log_entry, 1);
+        assert_eq!(crate::codec::formats(entry_level(&raise, 1)).log_entry, 2);
     }
 }

@@ -35,6 +35,10 @@ use serde::Serialize;
 use crate::codec::decode;
 use crate::codec::encode;
 use crate::codec::Kind;
+use crate::codec::NEWEST_READ;
+use crate::levels::ActiveLevel;
+use crate::levels::PEER_READS_HEADER;
+use crate::log_store::entry_level;
 use crate::types::NodeId;
 use crate::types::NodeInfo;
 use crate::types::TypeConfig;
@@ -44,11 +48,16 @@ pub const SECRET_HEADER: &str = "verdict-cluster-secret";
 
 type WireResult<T> = Result<T, String>;
 
+/// A snapshot transfer as it travels: the sender's vote, the snapshot's meta and its bytes (a
+/// snapshot file, format number first).
 #[derive(Serialize, Deserialize)]
-pub(crate) struct SnapshotWire {
-    pub(crate) vote: VoteOf<TypeConfig>,
-    pub(crate) meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
-    pub(crate) data: Vec<u8>,
+pub struct SnapshotWire {
+    /// The sending leader's vote.
+    pub vote: VoteOf<TypeConfig>,
+    /// What the snapshot covers.
+    pub meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
+    /// The snapshot file's bytes.
+    pub data: Vec<u8>,
 }
 
 /// TLS for the connections this member opens to other members' peer listeners: `None` is plain
@@ -96,17 +105,20 @@ pub struct PeerNetwork {
     http: reqwest::Client,
     secret: String,
     scheme: &'static str,
+    level: ActiveLevel,
 }
 
 impl PeerNetwork {
-    /// A network with one pooled HTTP client for all peers.
-    pub fn new(secret: String, tls: &PeerTls) -> Result<Self, io::Error> {
+    /// A network with one pooled HTTP client for all peers, sending requests in the peer message
+    /// format of the active `level`.
+    pub fn new(secret: String, tls: &PeerTls, level: ActiveLevel) -> Result<Self, io::Error> {
         // Raft RPCs set their own per-call timeouts from openraft's options.
         let http = peer_http("peer", None, tls)?;
         Ok(Self {
             http,
             secret,
             scheme: scheme(tls),
+            level,
         })
     }
 }
@@ -120,6 +132,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             secret: self.secret.clone(),
             base: format!("{}://{}/raft", self.scheme, node.peer_addr),
             target,
+            level: self.level.clone(),
         }
     }
 }
@@ -130,6 +143,7 @@ pub struct PeerClient {
     secret: String,
     base: String,
     target: NodeId,
+    level: ActiveLevel,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,18 +151,23 @@ pub struct PeerClient {
 struct Msg(String);
 
 impl PeerClient {
+    /// Sends `req` in the peer message format of the active level, or of `needs` if higher (an
+    /// append that carries a command of a newer level).
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         path: &str,
         req: &Req,
+        needs: u8,
         timeout: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let body =
-            encode(Kind::PeerMessage, req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let level = self.level.get().max(needs);
+        let body = encode(level, Kind::PeerMessage, req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let resp = self
             .http
             .post(format!("{}/{path}", self.base))
             .header(SECRET_HEADER, &self.secret)
+            .header(PEER_READS_HEADER, NEWEST_READ.peer_message.to_string())
             .timeout(timeout)
             .body(body)
             .send()
@@ -187,7 +206,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("append", &rpc, option.hard_ttl()).await
+        let needs = rpc
+            .entries
+            .iter()
+            .map(|e| entry_level(e, 1))
+            .max()
+            .unwrap_or(1);
+        self.call("append", &rpc, needs, option.hard_ttl()).await
     }
 
     async fn vote(
@@ -195,7 +220,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("vote", &rpc, option.hard_ttl()).await
+        self.call("vote", &rpc, 1, option.hard_ttl()).await
     }
 
     async fn full_snapshot(
@@ -210,7 +235,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             meta: snapshot.meta,
             data: snapshot.snapshot.into_inner(),
         };
-        self.call("snapshot", &wire, Duration::from_secs(120))
+        self.call("snapshot", &wire, 1, Duration::from_secs(120))
             .await
             .map_err(|e| match e {
                 RPCError::Unreachable(u) => StreamingError::Unreachable(u),
@@ -223,6 +248,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("transfer-leader", &req, option.hard_ttl()).await
+        self.call("transfer-leader", &req, 1, option.hard_ttl())
+            .await
     }
 }

@@ -138,7 +138,15 @@ pub struct Node {
     leader_contact_ms: Arc<AtomicU64>,
     /// The committed index found in storage at start: not ready before it is applied again.
     recover_to: u64,
+    /// The last request from another member this release could not read (a newer format), and
+    /// when: reported in readiness for a while, so a member left behind says why.
+    unreadable: Arc<arc_swap::ArcSwapOption<(Instant, String)>>,
+    /// Whether this start initialised a new cluster (its first start).
+    bootstrapped: bool,
 }
+
+/// How long an unreadable request from another member keeps this member not ready.
+const UNREADABLE_REPORTED_FOR: Duration = Duration::from_secs(10);
 
 impl Node {
     /// Opens storage and starts Raft. In single-node mode, initialises the cluster on first start.
@@ -159,6 +167,9 @@ impl Node {
         };
         let sm = StateMachine::open(&opts.data_dir.join("snapshots"))?
             .publishing_when_durable(log.durable_commit());
+        // One copy of the active format level, moved by apply, read by every writer.
+        let level = sm.active_level();
+        let log = log.with_level(level.clone());
         let published = sm.published();
         published.set_history_max_bytes(opts.history_max_bytes);
         let parses = sm.parse_cache();
@@ -175,7 +186,7 @@ impl Node {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let network = PeerNetwork::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
+        let network = PeerNetwork::new(opts.cluster_secret.clone(), &opts.peer_tls, level.clone())?;
         let raft = Raft::new(opts.node_id, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -191,8 +202,10 @@ impl Node {
             Bootstrap::Static(m) if m.keys().next() == Some(&opts.node_id) => Some(m.clone()),
             Bootstrap::Static(_) | Bootstrap::Join => None,
         };
+        let mut bootstrapped = false;
         if let Some(members) = members {
             if !initialized {
+                bootstrapped = true;
                 let count = members.len();
                 raft.initialize(members)
                     .await
@@ -204,7 +217,7 @@ impl Node {
                 );
             }
         }
-        let forwarder = Forwarder::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
+        let forwarder = Forwarder::new(opts.cluster_secret.clone(), &opts.peer_tls, level)?;
         let caller = PeerCaller::new(opts.cluster_secret.clone(), &opts.peer_tls)?;
         crate::events::spawn(opts.node_id, &raft);
         Ok(Self {
@@ -226,12 +239,25 @@ impl Node {
             started: Instant::now(),
             leader_contact_ms: Arc::new(AtomicU64::new(0)),
             recover_to,
+            unreadable: Arc::new(arc_swap::ArcSwapOption::empty()),
+            bootstrapped,
         })
     }
 
     /// This member's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The cluster's active format level at the published version.
+    pub fn active_level(&self) -> u8 {
+        self.published.load().format_level()
+    }
+
+    /// Whether this start initialised a new cluster: a fresh cluster, whose members are all of
+    /// this release.
+    pub fn bootstrapped_now(&self) -> bool {
+        self.bootstrapped
     }
 
     /// The published snapshot and its change signal.
@@ -259,6 +285,13 @@ impl Node {
     pub(crate) fn leader_contact(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.leader_contact_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Records a request from another member that this release could not read.
+    pub(crate) fn note_unreadable(&self, what: String) {
+        tracing::error!(%what, "cannot read what another member sent; upgrade this node");
+        self.unreadable
+            .store(Some(Arc::new((Instant::now(), what))));
     }
 
     fn since_leader_contact(&self) -> Duration {
@@ -304,7 +337,24 @@ impl Node {
         }
         let m = self.metrics();
         if let Err(e) = &m.running_state {
+            let e = e.to_string();
+            // Something this release cannot read (a newer release wrote it): it stopped applying
+            // rather than misread or skip it, and answers from the last version it applied.
+            if e.contains(crate::codec::NEWER_RELEASE) {
+                return Some(format!(
+                    "stopped applying at version {applied}: {e} (decisions answer from version \
+                     {applied}; upgrade this node's binary)"
+                ));
+            }
             return Some(format!("raft stopped: {e}"));
+        }
+        if let Some(seen) = self.unreadable.load().as_ref() {
+            if seen.0.elapsed() < UNREADABLE_REPORTED_FOR {
+                return Some(format!(
+                    "cannot read {} (decisions answer from version {applied})",
+                    seen.1
+                ));
+            }
         }
         if let Some(reason) = membership_reason(self.id, &m, &self.published.members_seen()) {
             return Some(reason);
@@ -359,6 +409,8 @@ impl Node {
             term: m.current_term,
             leader: m.current_leader,
             not_ready: self.not_ready_reason(),
+            release: Some(crate::levels::release()),
+            supported_level: crate::levels::supported_level(),
         }
     }
 

@@ -14,8 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::decode;
-use crate::codec::encode;
+use crate::codec::encode_as;
 use crate::codec::Kind;
+use crate::levels::answer_format;
 use crate::network::SnapshotWire;
 use crate::node::Node;
 use crate::state_machine::Raft;
@@ -51,9 +52,32 @@ impl PeerService {
         Ok(())
     }
 
-    /// Handles one RPC: `path` is the last URL segment, `body` the encoded request; the answer is an
-    /// encoded `Result<response, String>`. `Err` means the request itself was undecodable or refused.
-    pub async fn handle(&self, path: &str, body: &[u8]) -> Result<Vec<u8>, io::Error> {
+    /// Handles one RPC: `path` is the last URL segment, `body` the encoded request, `peer_reads`
+    /// the newest peer message format the caller reads (its `verdict-peer-reads` header; `None`
+    /// from the release before levels); the answer is an encoded `Result<response, String>` in
+    /// the newest format both read. `Err` means the request itself was undecodable or refused.
+    pub async fn handle(
+        &self,
+        path: &str,
+        body: &[u8],
+        peer_reads: Option<u8>,
+    ) -> Result<Vec<u8>, io::Error> {
+        let format = answer_format(peer_reads);
+        let answer = self.serve(path, body, format).await;
+        if let Err(e) = &answer {
+            // A request this release cannot read (a member of a newer release sent it): refused,
+            // and this member says so in its readiness instead of lagging silently.
+            if let Some(newer @ crate::codec::FormatError::Newer { .. }) =
+                crate::codec::FormatError::of(e)
+            {
+                self.node
+                    .note_unreadable(format!("a `{path}` request from another member: {newer}"));
+            }
+        }
+        answer
+    }
+
+    async fn serve(&self, path: &str, body: &[u8], format: u8) -> Result<Vec<u8>, io::Error> {
         match path {
             "append" => {
                 let req: AppendEntriesRequest<TypeConfig> = request(body)?;
@@ -62,18 +86,21 @@ impl PeerService {
                 if answer.is_ok() {
                     self.node.leader_contact();
                 }
-                reply(&answer.map_err(|e| e.to_string()))
+                reply(format, &answer.map_err(|e| e.to_string()))
             }
             "vote" => {
                 let req: VoteRequest<TypeConfig> = request(body)?;
                 self.refuse_removed(req.vote.leader_id().node_id)?;
-                reply(&self.raft.vote(req).await.map_err(|e| e.to_string()))
+                reply(
+                    format,
+                    &self.raft.vote(req).await.map_err(|e| e.to_string()),
+                )
             }
             "membership" => {
                 let op: MembershipOp = request(body)?;
-                reply(&self.node.membership().change_here(op).await)
+                reply(format, &self.node.membership().change_here(op).await)
             }
-            "status" => reply(&self.node.report()),
+            "status" => self.node.report().encode(format),
             "snapshot" => {
                 let wire: SnapshotWire = request(body)?;
                 let snapshot = SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
@@ -81,6 +108,7 @@ impl PeerService {
                     snapshot: Cursor::new(wire.data),
                 };
                 reply(
+                    format,
                     &self
                         .raft
                         .install_full_snapshot(wire.vote, snapshot)
@@ -91,6 +119,7 @@ impl PeerService {
             "transfer-leader" => {
                 let req: TransferLeaderRequest<TypeConfig> = request(body)?;
                 reply(
+                    format,
                     &self
                         .raft
                         .handle_transfer_leader(req)
@@ -106,7 +135,7 @@ impl PeerService {
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                     .unwrap_or(0);
                 let answer = propose(&self.raft, write).await;
-                reply(&answer)
+                reply(format, &answer)
             }
             other => Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -121,7 +150,8 @@ fn request<T: DeserializeOwned>(body: &[u8]) -> Result<T, io::Error> {
     decode(Kind::PeerMessage, body)
 }
 
-/// Encodes a peer RPC's answer.
-fn reply<T: Serialize>(value: &T) -> Result<Vec<u8>, io::Error> {
-    encode(Kind::PeerMessage, value)
+/// Encodes a peer RPC's answer in peer message `format`, the newest the caller reads (so far every
+/// answer but the status report has the same layout in each format).
+fn reply<T: Serialize>(format: u8, value: &T) -> Result<Vec<u8>, io::Error> {
+    encode_as(format, value)
 }

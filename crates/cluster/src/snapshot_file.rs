@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | 1 | one of four layouts, told apart by [`legacy_format_1`] | every release before explicit formats |
 //! | 2 | [`SnapshotFileV2`]: meta, state (with tokens and credentials), members seen | releases up to the one before idempotency digests |
-//! | 3 | [`SnapshotFile`]: as 2, the state ending with the idempotency keys' write digests | this release |
+//! | 3 | as 2, the state ending with the idempotency keys' write digests | the release before format levels; this release at format level 1 |
+//! | 4 | [`SnapshotFile`]: as 3, then the cluster's active format level | this release at format level 2 |
 //!
 //! A release that changes the layout adds a number here and a row to the table in
 //! docs/architecture.md; it never writes a number an older reader would misread.
@@ -22,25 +23,31 @@ use verdict_engine::persist::PersistedStateV1;
 use verdict_engine::persist::PersistedTokens;
 
 use crate::codec::body_of;
-use crate::codec::encode;
+use crate::codec::encode_as;
+use crate::codec::formats;
 use crate::codec::open;
 use crate::codec::Kind;
-use crate::codec::WRITE;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 
 /// A snapshot: the log position and membership it reflects, the engine state, and every node id
-/// that was ever a member (removed ids are never accepted again). Format 3.
+/// that was ever a member (removed ids are never accepted again), and the cluster's active format
+/// level. Format 4; format 3 is the same without the level (level 1).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct SnapshotFile {
     pub(crate) meta: SnapshotMetaOf<TypeConfig>,
     pub(crate) state: PersistedState,
     pub(crate) members_seen: BTreeSet<NodeId>,
+    pub(crate) level: u8,
 }
 
-/// Encodes `file` in the snapshot format this release writes.
+/// Encodes `file` in the snapshot format of its own active level: a snapshot of a state at level
+/// 1 stays readable by the release before levels.
 pub(crate) fn encode_file(file: &SnapshotFile) -> Result<Vec<u8>, io::Error> {
-    encode(Kind::Snapshot, file)
+    match formats(file.level).snapshot {
+        3 => encode_as(3, &(&file.meta, &file.state, &file.members_seen)),
+        format => encode_as(format, file),
+    }
 }
 
 /// Decodes a snapshot of any format this release reads.
@@ -48,7 +55,8 @@ pub(crate) fn decode_file(bytes: &[u8]) -> Result<SnapshotFile, io::Error> {
     match open(Kind::Snapshot, bytes)? {
         (1, body) => legacy_format_1(body),
         (2, body) => body_of::<SnapshotFileV2>(body).map(SnapshotFile::from),
-        (3, body) => body_of(body),
+        (3, body) => body_of::<SnapshotFileV3>(body).map(SnapshotFile::from),
+        (4, body) => body_of(body),
         (format, _) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("snapshot format {format} has no reader in this release"),
@@ -68,6 +76,26 @@ pub(crate) struct SnapshotFileV2 {
     members_seen: BTreeSet<NodeId>,
 }
 
+/// Snapshot format 3: format 4 without the level, which is 1. Read only (written through
+/// [`encode_file`] at level 1).
+#[derive(Deserialize)]
+pub(crate) struct SnapshotFileV3 {
+    meta: SnapshotMetaOf<TypeConfig>,
+    state: PersistedState,
+    members_seen: BTreeSet<NodeId>,
+}
+
+impl From<SnapshotFileV3> for SnapshotFile {
+    fn from(v3: SnapshotFileV3) -> Self {
+        SnapshotFile {
+            meta: v3.meta,
+            state: v3.state,
+            members_seen: v3.members_seen,
+            level: 1,
+        }
+    }
+}
+
 impl From<SnapshotFileV2> for SnapshotFile {
     fn from(v2: SnapshotFileV2) -> Self {
         let mut state = PersistedState::from(v2.first);
@@ -77,18 +105,19 @@ impl From<SnapshotFileV2> for SnapshotFile {
             meta: v2.meta,
             state,
             members_seen: v2.members_seen,
+            level: 1,
         }
     }
 }
 
-/// Decodes a snapshot and returns it with its bytes in the format this release writes: the same
+/// Decodes a snapshot and returns it with its bytes in the format its level writes: the same
 /// bytes when they already are, else re-encoded, so a legacy format-1 snapshot is never written
 /// to disk or sent to a follower again.
 pub(crate) fn decode_to_written_format(
     bytes: Vec<u8>,
 ) -> Result<(SnapshotFile, Vec<u8>), io::Error> {
     let file = decode_file(&bytes)?;
-    if bytes.first() == Some(&WRITE.snapshot) {
+    if bytes.first() == Some(&formats(file.level).snapshot) {
         return Ok((file, bytes));
     }
     let bytes = encode_file(&file)?;
@@ -144,6 +173,7 @@ fn legacy_format_1(body: &[u8]) -> Result<SnapshotFile, io::Error> {
         meta,
         state,
         members_seen,
+        level: 1,
     })
 }
 
@@ -184,6 +214,26 @@ mod tests {
     }
 
     #[test]
+    fn each_level_writes_its_format_and_reads_back() {
+        for (level, format) in [(1u8, 3u8), (2, 4)] {
+            let file = SnapshotFile {
+                meta: SnapshotMetaOf::<TypeConfig>::default(),
+                state: PersistedState {
+                    version: 5,
+                    ..Default::default()
+                },
+                members_seen: (1..=2).collect(),
+                level,
+            };
+            let bytes = encode_file(&file).unwrap();
+            assert_eq!(bytes[0], format);
+            let back = decode_file(&bytes).unwrap();
+            assert_eq!(back.level, level);
+            assert_eq!(back.state, file.state);
+        }
+    }
+
+    #[test]
     fn format_3_round_trips_and_carries_its_number() {
         let file = SnapshotFile {
             meta: SnapshotMetaOf::<TypeConfig>::default(),
@@ -194,6 +244,7 @@ mod tests {
                 ..Default::default()
             },
             members_seen: (1..=2).collect(),
+            level: 1,
         };
         let bytes = encode_file(&file).unwrap();
         assert_eq!(bytes[0], 3);

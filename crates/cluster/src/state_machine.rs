@@ -40,6 +40,7 @@ use verdict_engine::Snapshot;
 use crate::history::ChangeEvent;
 use crate::history::History;
 use crate::history::Since;
+use crate::levels::ActiveLevel;
 use crate::log_store::DurableCommit;
 use crate::snapshot_file::decode_file;
 use crate::snapshot_file::decode_to_written_format;
@@ -157,6 +158,8 @@ pub struct StateMachine {
     /// Policies parsed when this node checked a write before proposing it, for apply to reuse.
     /// Owned here and lent to the node's write path ([`StateMachine::parse_cache`]).
     parses: Arc<ParseCache>,
+    /// The active format level of the published state, for the writers that hold no snapshot.
+    level: ActiveLevel,
 }
 
 impl StateMachine {
@@ -170,17 +173,21 @@ impl StateMachine {
             dir: dir.to_path_buf(),
             durable_commit: None,
             parses: Arc::new(ParseCache::new()),
+            level: ActiveLevel::default(),
         };
         if let Some(path) = newest_snapshot(dir)? {
             let bytes = fs::read(&path)?;
             let file = decode_file(&bytes).map_err(|e| in_file(&path, e))?;
-            let snapshot = Snapshot::from_persisted(&file.state).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("snapshot {}: {e}", path.display()),
-                )
-            })?;
-            tracing::info!(version = snapshot.version(), file = %path.display(), "loaded snapshot");
+            let snapshot = Snapshot::from_persisted(&file.state)
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("snapshot {}: {e}", path.display()),
+                    )
+                })?
+                .with_format_level(file.level);
+            sm.level.observe(snapshot.format_level());
+            tracing::info!(version = snapshot.version(), level = snapshot.format_level(), file = %path.display(), "loaded snapshot");
             sm.published = Arc::new(Published::new(snapshot, file.members_seen));
             sm.last_applied = file.meta.last_log_id;
             sm.last_membership = file.meta.last_membership;
@@ -192,6 +199,11 @@ impl StateMachine {
     pub fn publishing_when_durable(mut self, commit: DurableCommit) -> Self {
         self.durable_commit = Some(commit);
         self
+    }
+
+    /// The cluster's active format level as applied here (shared with the log store).
+    pub fn active_level(&self) -> ActiveLevel {
+        self.level.clone()
     }
 
     /// The published state, shared with the server.
@@ -298,6 +310,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
                 meta: file_meta.clone(),
                 state: snapshot.to_persisted(),
                 members_seen: (*members_seen).clone(),
+                level: snapshot.format_level(),
             };
             let bytes = encode_file(&file)?;
             let index = file_meta.last_log_id.map(|l| l.index()).unwrap_or(0);
@@ -375,6 +388,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Publish before answering: a client that is told "version N" can read N here at once.
             // Events first, so a watcher woken by the new version finds its event.
             self.published.record(events, None);
+            self.level.observe(next.format_level());
             self.published.publish(Arc::new(next));
         }
         for (r, resp) in responders {
@@ -403,9 +417,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let index = meta.last_log_id.map(|l| l.index()).unwrap_or(0);
         let (restored, seen) = tokio::task::spawn_blocking(move || -> Result<_, io::Error> {
             let (file, bytes) = decode_to_written_format(bytes)?;
-            let snap = Snapshot::from_persisted(&file.state).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {e}"))
-            })?;
+            let snap = Snapshot::from_persisted(&file.state)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot: {e}")))?
+                .with_format_level(file.level);
             write_snapshot_file(&dir, &snapshot_name(index), &bytes)?;
             Ok((snap, file.members_seen))
         })
@@ -418,6 +432,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .see_members(meta.last_membership.membership().nodes().map(|(id, _)| *id));
         // The versions the snapshot skipped are not in the window: watchers behind it resync.
         self.published.record(Vec::new(), Some(index));
+        self.level.observe(restored.format_level());
         self.published.publish(Arc::new(restored.at_version(index)));
         tracing::debug!(version = index, "installed a snapshot from the leader");
         Ok(())

@@ -92,7 +92,8 @@ pub enum MembershipError {
     Unavailable(String),
 }
 
-/// What one member reports about itself to the others (for cluster status).
+/// What one member reports about itself to the others (for cluster status). Peer message format
+/// 2; format 1 carries the fields up to `not_ready` ([`NodeReportV1`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeReport {
     /// Its id.
@@ -105,4 +106,55 @@ pub struct NodeReport {
     pub leader: Option<NodeId>,
     /// Whether it is draining or otherwise not ready, and why.
     pub not_ready: Option<String>,
+    /// Its release (crate version + git commit); `None` from a member of the release before
+    /// format levels, which does not report it.
+    pub release: Option<String>,
+    /// The highest format level it supports (1 for the release before levels).
+    pub supported_level: u8,
+}
+
+/// A status report as peer message format 1 lays it out (the release before levels).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReportV1 {
+    id: NodeId,
+    applied: u64,
+    term: u64,
+    leader: Option<NodeId>,
+    not_ready: Option<String>,
+}
+
+impl NodeReport {
+    /// Encodes this report as the answer to a status call, in peer message format `format`.
+    pub fn encode(&self, format: u8) -> Result<Vec<u8>, std::io::Error> {
+        if format <= 1 {
+            let v1 = NodeReportV1 {
+                id: self.id,
+                applied: self.applied,
+                term: self.term,
+                leader: self.leader,
+                not_ready: self.not_ready.clone(),
+            };
+            return crate::codec::encode_as(1, &v1);
+        }
+        crate::codec::encode_as(format, self)
+    }
+
+    /// Decodes a status answer of any peer message format this release reads.
+    pub fn decode(bytes: &[u8]) -> Result<Self, std::io::Error> {
+        match crate::codec::open(crate::codec::Kind::PeerMessage, bytes)? {
+            (1, body) => {
+                let v1: NodeReportV1 = crate::codec::body_of(body)?;
+                Ok(Self {
+                    id: v1.id,
+                    applied: v1.applied,
+                    term: v1.term,
+                    leader: v1.leader,
+                    not_ready: v1.not_ready,
+                    release: None,
+                    supported_level: 1,
+                })
+            }
+            (_, body) => crate::codec::body_of(body),
+        }
+    }
 }

@@ -20,6 +20,9 @@ use verdict_engine::Write;
 use crate::codec::decode;
 use crate::codec::encode;
 use crate::codec::Kind;
+use crate::codec::NEWEST_READ;
+use crate::levels::ActiveLevel;
+use crate::levels::PEER_READS_HEADER;
 use crate::network::peer_http;
 use crate::network::scheme;
 use crate::network::PeerTls;
@@ -211,30 +214,39 @@ pub struct Forwarder {
     http: reqwest::Client,
     secret: String,
     scheme: &'static str,
+    level: ActiveLevel,
 }
 
 impl Forwarder {
-    /// A forwarder with its own pool.
-    pub fn new(secret: String, tls: &PeerTls) -> Result<Self, io::Error> {
+    /// A forwarder with its own pool, sending in the peer message format of the active `level`.
+    pub fn new(secret: String, tls: &PeerTls, level: ActiveLevel) -> Result<Self, io::Error> {
         let http = peer_http("forwarding", Some(Duration::from_secs(30)), tls)?;
         Ok(Self {
             http,
             secret,
             scheme: scheme(tls),
+            level,
         })
+    }
+
+    /// A POST to `rpc` on `peer_addr` with the cluster secret and the formats this member reads.
+    fn request(&self, peer_addr: &str, rpc: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}://{peer_addr}/raft/{rpc}", self.scheme))
+            .header(SECRET_HEADER, &self.secret)
+            .header(PEER_READS_HEADER, NEWEST_READ.peer_message.to_string())
     }
 
     /// Sends one write to `peer_addr`; the receiver proposes it itself and never forwards again
     /// (the hop limit is one by construction).
     pub async fn forward(&self, peer_addr: &str, write: &Write) -> ForwardedWrite {
-        let body = match encode(Kind::PeerMessage, write) {
+        let level = self.level.get().max(write.command.format_level());
+        let body = match encode(level, Kind::PeerMessage, write) {
             Ok(b) => b,
             Err(e) => return ForwardedWrite::Unavailable(e.to_string()),
         };
         let resp = self
-            .http
-            .post(format!("{}://{peer_addr}/raft/client-write", self.scheme))
-            .header(SECRET_HEADER, &self.secret)
+            .request(peer_addr, "client-write")
             .body(body)
             .send()
             .await;
@@ -256,18 +268,16 @@ impl Forwarder {
         }
     }
 
-    async fn post<Req: Serialize, Resp: DeserializeOwned>(
+    async fn post_raw<Req: Serialize>(
         &self,
         peer_addr: &str,
         rpc: &str,
         req: &Req,
         timeout: Duration,
-    ) -> Result<Resp, String> {
-        let body = encode(Kind::PeerMessage, req).map_err(|e| e.to_string())?;
+    ) -> Result<Vec<u8>, String> {
+        let body = encode(self.level.get(), Kind::PeerMessage, req).map_err(|e| e.to_string())?;
         let resp = self
-            .http
-            .post(format!("{}://{peer_addr}/raft/{rpc}", self.scheme))
-            .header(SECRET_HEADER, &self.secret)
+            .request(peer_addr, rpc)
             .timeout(timeout)
             .body(body)
             .send()
@@ -277,6 +287,17 @@ impl Forwarder {
             return Err(format!("{peer_addr} answered {}", resp.status()));
         }
         let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        peer_addr: &str,
+        rpc: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, String> {
+        let bytes = self.post_raw(peer_addr, rpc, req, timeout).await?;
         decode::<Resp>(Kind::PeerMessage, &bytes).map_err(|e| e.to_string())
     }
 
@@ -302,8 +323,10 @@ impl Forwarder {
 
     /// Asks the member at `peer_addr` for its report; `None` if it does not answer within a second.
     pub async fn report(&self, peer_addr: &str) -> Option<NodeReport> {
-        self.post::<_, NodeReport>(peer_addr, "status", &(), Duration::from_secs(1))
+        let bytes = self
+            .post_raw(peer_addr, "status", &(), Duration::from_secs(1))
             .await
-            .ok()
+            .ok()?;
+        NodeReport::decode(&bytes).ok()
     }
 }

@@ -18,6 +18,7 @@ use tempfile::TempDir;
 use verdict_cluster::codec::decode;
 use verdict_cluster::codec::FormatError;
 use verdict_cluster::codec::Kind;
+use verdict_cluster::codec::NEWEST_READ;
 use verdict_cluster::log_store::LogStore;
 use verdict_cluster::state_machine::StateMachine;
 use verdict_cluster::types::TypeConfig;
@@ -309,22 +310,27 @@ fn a_snapshot_of_a_newer_format_is_refused_with_what_to_do() -> TestResult {
     let mut bytes = fs::read(
         fixture("format1-credentials-8ff5677").join("snapshots/snap-00000000000000000020.bin"),
     )?;
-    bytes[0] = 4;
+    let newer = NEWEST_READ.snapshot + 1;
+    bytes[0] = newer;
     fs::write(tmp.path().join("snap-00000000000000000020.bin"), bytes)?;
     let Err(e) = StateMachine::open(tmp.path()) else {
-        return Err("a snapshot of format 4 was loaded".into());
+        return Err(format!("a snapshot of format {newer} was loaded").into());
     };
     assert!(matches!(
         FormatError::of(&e),
-        Some(FormatError::Newer { format: 4, .. })
+        Some(FormatError::Newer { format, .. }) if *format == newer
     ));
     let text = e.to_string();
     assert!(
-        text.contains("snapshot format 4 was written by a newer release"),
+        text.contains(&format!(
+            "snapshot format {newer} was written by a newer release"
+        )),
         "{text}"
     );
     assert!(
-        text.contains("upgrade this node to a release that reads snapshot format 4"),
+        text.contains(&format!(
+            "upgrade this node to a release that reads snapshot format {newer}"
+        )),
         "{text}"
     );
     Ok(())
@@ -333,15 +339,20 @@ fn a_snapshot_of_a_newer_format_is_refused_with_what_to_do() -> TestResult {
 #[tokio::test]
 async fn a_log_entry_or_vote_of_a_newer_format_is_refused_with_what_to_do() -> TestResult {
     let source = fixture("format1-credentials-8ff5677").join("raft");
-    for (tree, key, kind) in [
-        ("log.0000000000000000", "0000000000000014", "log entry"),
-        ("meta", "vote", "raft metadata"),
+    for (tree, key, kind, newer) in [
+        (
+            "log.0000000000000000",
+            "0000000000000014",
+            "log entry",
+            NEWEST_READ.log_entry + 1,
+        ),
+        ("meta", "vote", "raft metadata", NEWEST_READ.raft_meta + 1),
     ] {
         let tmp = TempDir::new()?;
         let db = rebuild_sled(&source, &tmp.path().join("raft"))?;
         let path = source.join(tree).join(key);
         let mut bytes = fs::read(&path)?;
-        bytes[0] = 2;
+        bytes[0] = newer;
         let key_bytes = if kind == "log entry" {
             20u64.to_be_bytes().to_vec()
         } else {
@@ -352,19 +363,98 @@ async fn a_log_entry_or_vote_of_a_newer_format_is_refused_with_what_to_do() -> T
             Err(e) => e.to_string(),
             Ok(mut log) => match (log.read_vote().await, log.try_get_log_entries(0..=20).await) {
                 (Err(e), _) | (_, Err(e)) => e.to_string(),
-                (Ok(_), Ok(_)) => return Err(format!("a {kind} of format 2 was read").into()),
+                (Ok(_), Ok(_)) => return Err(format!("a {kind} of format {newer} was read").into()),
             },
         };
         assert!(
-            refused.contains(&format!("{kind} format 2 was written by a newer release")),
+            refused.contains(&format!(
+                "{kind} format {newer} was written by a newer release"
+            )),
             "{refused}"
         );
         assert!(
             refused.contains(&format!(
-                "upgrade this node to a release that reads {kind} format 2"
+                "upgrade this node to a release that reads {kind} format {newer}"
             )),
             "{refused}"
         );
+    }
+    Ok(())
+}
+
+/// The fixtures of releases with format levels: `(directory, snapshot format, active level)`.
+/// Written by tests/fixtures/generate.sh: the previous release (commit a5c32ea, before levels:
+/// what level 1 means) with era `credentials`, and this release with era `levels`.
+const LEVEL_FIXTURES: [(&str, u8, u8); 2] = [
+    ("format3-level1-a5c32ea", 3, 1),
+    ("format4-level2-708c42f", 4, 2),
+];
+
+#[tokio::test]
+async fn the_data_of_each_format_level_loads_and_is_written_back_at_its_level() -> TestResult {
+    for (dir, format, level) in LEVEL_FIXTURES {
+        let root = fixture(dir);
+        // Every log entry decodes, in the log entry format of its level or older.
+        for bytes in raw_entries(&root.join("raft"))? {
+            assert!(bytes[0] <= NEWEST_READ.log_entry, "{dir}");
+            decode::<EntryOf<TypeConfig>>(Kind::LogEntry, &bytes)?;
+        }
+        let tmp = TempDir::new()?;
+        let db = rebuild_sled(&root.join("raft"), &tmp.path().join("raft"))?;
+        let mut log = LogStore::open(db)?;
+        let last = log.get_log_state().await?.last_log_id.ok_or("empty log")?;
+        let first = log
+            .get_log_state()
+            .await?
+            .last_purged_log_id
+            .map_or(0, |p| p.index + 1);
+        let kinds: Vec<_> = log
+            .try_get_log_entries(first..=last.index)
+            .await?
+            .iter()
+            .map(kind_of)
+            .collect();
+        assert_eq!(
+            kinds.contains(&"raise_level"),
+            level > 1,
+            "{dir}: {kinds:?}"
+        );
+
+        let snapshots = tmp.path().join("snapshots");
+        fs::create_dir_all(&snapshots)?;
+        for file in fs::read_dir(root.join("snapshots"))? {
+            let file = file?.path();
+            let bytes = fs::read(&file)?;
+            assert_eq!(bytes[0], format, "{dir}");
+            fs::write(snapshots.join(file.file_name().ok_or("name")?), bytes)?;
+        }
+        let mut sm = StateMachine::open(&snapshots)?;
+        let published = sm.published().load_full();
+        assert_eq!(published.format_level(), level, "{dir}");
+        let state = published.to_persisted();
+        let policies: Vec<&str> = state.policies.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(policies, ["p1", "p3"], "{dir}");
+        assert_eq!(state.entities.len(), 2, "{dir}");
+        assert_eq!(state.credentials.credentials.len(), 2, "{dir}");
+        let alice = published
+            .entities()
+            .find(|e| e.json.to_string().contains("alice"))
+            .ok_or("no alice")?;
+        // The `levels` era moved alice into a second group with `edit_parents`.
+        assert_eq!(alice.parents.len(), level as usize, "{dir}");
+
+        // What this release sends a follower (and would store) keeps the level's format: a
+        // level-1 snapshot stays readable by the previous release.
+        let current = sm.get_current_snapshot().await?.ok_or("no snapshot")?;
+        let sent = current.snapshot.get_ref().clone();
+        assert_eq!(sent[0], format, "{dir}");
+        let other = TempDir::new()?;
+        let mut follower = StateMachine::open(other.path())?;
+        follower
+            .install_snapshot(&current.meta, std::io::Cursor::new(sent))
+            .await?;
+        assert_eq!(follower.published().load().format_level(), level, "{dir}");
+        assert_eq!(follower.published().load().to_persisted(), state, "{dir}");
     }
     Ok(())
 }

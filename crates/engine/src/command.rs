@@ -109,7 +109,30 @@ pub enum Command {
         /// argon2id PHC string of the configured secret.
         hash: String,
     },
+    /// Raise the cluster's active format level to `level` (docs/operations.md, "Format levels").
+    /// Proposed only once every member supports `level`; below it, nothing newer than the active
+    /// level's formats is written. Levels never go down. New at level 2.
+    RaiseLevel {
+        /// The new active level, above the current one.
+        level: u8,
+    },
+    /// Add and remove direct parents of one stored entity in one write, leaving its attributes
+    /// as they are. New at level 2: refused while the active level is below it.
+    EditParents {
+        /// The entity's type.
+        entity_type: String,
+        /// The entity's id.
+        id: String,
+        /// Parents to add, as `(type, id)`.
+        add: Vec<(String, String)>,
+        /// Parents to remove, as `(type, id)`; ones the entity does not have are ignored.
+        remove: Vec<(String, String)>,
+    },
 }
+
+/// The format level a command first exists at: a log entry or peer message that carries it is
+/// written in that level's formats at least, since an older release cannot decode it.
+pub const LEVEL_OF_NEW_COMMANDS: u8 = 2;
 
 /// 32 bytes of key material. Its `Debug` never prints them, so a logged command leaks nothing.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +163,17 @@ impl Command {
             Self::CreateCredential { .. } => "create_credential",
             Self::RevokeCredential { .. } => "revoke_credential",
             Self::BootstrapAdmin { .. } => "bootstrap_admin",
+            Self::RaiseLevel { .. } => "raise_level",
+            Self::EditParents { .. } => "edit_parents",
+        }
+    }
+
+    /// The lowest format level whose log entry format can carry this command (1 for every
+    /// command the previous release knows).
+    pub fn format_level(&self) -> u8 {
+        match self {
+            Self::RaiseLevel { .. } | Self::EditParents { .. } => LEVEL_OF_NEW_COMMANDS,
+            _ => 1,
         }
     }
 
@@ -184,6 +218,19 @@ impl Command {
             } => state.credentials.create(id, name, scopes, hash, at),
             Self::RevokeCredential { id } => state.credentials.revoke(id, at),
             Self::BootstrapAdmin { hash } => state.credentials.bootstrap(hash, at),
+            Self::RaiseLevel { level } => state.level.raise(*level, at),
+            Self::EditParents {
+                entity_type,
+                id,
+                add,
+                remove,
+            } => {
+                state.level.require(LEVEL_OF_NEW_COMMANDS, "edit_parents")?;
+                let schema = state.policies.schema().map(|s| &s.schema);
+                state
+                    .entities
+                    .edit_parents((entity_type, id), add, remove, schema, at)
+            }
         }
     }
 }

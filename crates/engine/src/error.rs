@@ -47,6 +47,9 @@ pub enum ErrorCode {
     LikePatternTooLong,
     /// A schema's action hierarchy is deeper than `max_hierarchy_depth`.
     HierarchyTooDeep,
+    /// The write needs a format level the cluster has not reached (some member is still on an
+    /// older release, or the operator has not finalised the upgrade).
+    FeatureNotActive,
 }
 
 impl ErrorCode {
@@ -72,6 +75,7 @@ impl ErrorCode {
             Self::NestingTooDeep => "nesting_too_deep",
             Self::LikePatternTooLong => "like_pattern_too_long",
             Self::HierarchyTooDeep => "hierarchy_too_deep",
+            Self::FeatureNotActive => "feature_not_active",
         }
     }
 }

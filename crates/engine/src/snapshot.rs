@@ -197,9 +197,22 @@ impl Snapshot {
                 entities: EntityStore::load(p)?,
                 tokens: TokenState::load(p),
                 credentials: CredentialStore::load(p),
+                level: Default::default(),
             },
             idempotency: Idempotency::load(p),
         })
+    }
+
+    /// The cluster's active format level at this version (1 if never raised).
+    pub fn format_level(&self) -> u8 {
+        self.stores.level.get()
+    }
+
+    /// This state with its active format level as a snapshot file recorded it: the level is kept
+    /// beside the persisted state, in the snapshot file, not in [`PersistedState`].
+    pub fn with_format_level(mut self, level: u8) -> Self {
+        self.stores.level = crate::store::level::ActiveLevel::at(level);
+        self
     }
 
     /// Number of stored policies.

@@ -257,7 +257,7 @@ fn route_need(method: &Method, matched: &str, path: &str) -> Option<(Class, Rout
     let need = match matched {
         // A read, but it asks every member and tells how the cluster would fare without some:
         // for operators only.
-        "/v1/cluster/capacity" => RouteNeed::Admin,
+        "/v1/cluster/capacity" | "/v1/cluster/upgrade" => RouteNeed::Admin,
         "/access/v1/evaluation" | "/access/v1/evaluations" | "/v1/tokens/introspect" => {
             return Some((Class::Decision, RouteNeed::Decide))
         }
@@ -274,6 +274,8 @@ fn route_need(method: &Method, matched: &str, path: &str) -> Option<(Class, Rout
         "/v1/schema" => RouteNeed::AllPolicies,
         "/v1/entities" if method == Method::PUT => RouteNeed::AllEntities,
         "/v1/entities" => RouteNeed::EntitiesInBody,
+        // The entity's type and its new parents' types are checked by the handler.
+        "/v1/entities/{type}/{id}/parents" => RouteNeed::EntitiesInBody,
         "/v1/tokens" => RouteNeed::TokenIssue,
         "/v1/revocations" => RouteNeed::Revoke,
         // Keys, cluster membership, drain, credentials, and anything added later.

@@ -61,6 +61,12 @@ pub struct Config {
     /// Refuse decisions with `503 stale` while not ready for a freshness reason (lag, no leader,
     /// leader silent) instead of answering from possibly stale state. Draining never refuses.
     pub fail_closed: bool,
+    /// Raise the cluster's format level as soon as every member (voters and learners) supports
+    /// the next one (docs/operations.md, "Format levels"). Off: the level stays until an operator
+    /// runs `verdict cluster upgrade finalize`, so a rollback to the previous release stays
+    /// possible until then. Set it alike on every member of this release or newer (the release
+    /// before levels does not know it and refuses to start with it).
+    pub auto_finalize: bool,
     /// Log entries kept behind a snapshot for lagging followers; further behind, a follower is sent
     /// the snapshot.
     pub keep_log_behind_snapshot: u64,
@@ -169,6 +175,7 @@ impl Default for Config {
             max_lag: 1000,
             max_leader_silence_ms: 3000,
             fail_closed: false,
+            auto_finalize: true,
             keep_log_behind_snapshot: 1000,
             request_timeout_ms: 60_000,
             shutdown_grace_ms: 20_000,

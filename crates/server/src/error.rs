@@ -63,7 +63,7 @@ impl From<EngineError> for ApiError {
         let status = match e.code {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ErrorCode::RotationTooFast => StatusCode::CONFLICT,
+            ErrorCode::RotationTooFast | ErrorCode::FeatureNotActive => StatusCode::CONFLICT,
             ErrorCode::TooManyAncestors => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::ClosureTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,

@@ -27,6 +27,7 @@ use crate::routes::drain;
 use crate::routes::health;
 use crate::routes::peer;
 use crate::routes::tokens;
+use crate::routes::upgrade;
 use crate::routes::watch;
 use crate::state::Shared;
 
@@ -92,6 +93,10 @@ pub fn api_router(state: Shared) -> Edge<Router> {
                 .delete(admin::delete_entities),
         )
         .route("/v1/entities/{type}/{id}", get(admin::get_entity))
+        .route(
+            "/v1/entities/{type}/{id}/parents",
+            post(admin::edit_parents),
+        )
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/cluster/learners", post(cluster::add_learner))
         .route(
@@ -107,6 +112,8 @@ pub fn api_router(state: Shared) -> Edge<Router> {
             post(cluster::transfer_leader),
         )
         .route("/v1/cluster/capacity", get(capacity::capacity))
+        .route("/v1/cluster/upgrade", get(upgrade::status))
+        .route("/v1/cluster/upgrade/finalize", post(upgrade::finalize))
         .route(
             "/v1/cluster/members/{id}/drain",
             post(drain::drain_member).delete(drain::undrain_member),

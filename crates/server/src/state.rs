@@ -195,6 +195,11 @@ impl AppState {
             handing_off: tokio::sync::Mutex::new(()),
             config,
         });
+        if state.config.auto_finalize {
+            // Before anything is served: a fresh single node starts at the top level.
+            verdict_cluster::upgrade::finalize_fresh(&state.node, Duration::from_secs(10)).await;
+            verdict_cluster::upgrade::spawn_auto_finalize(state.node.clone());
+        }
         if let Some(secret) = admin_secret {
             tokio::spawn(crate::auth::bootstrap(state.clone(), secret));
         }
@@ -251,30 +256,7 @@ impl AppState {
                 Metrics::inc(&self.metrics.writes_rejected);
                 Err(e.into())
             }
-            Ok(Err(verdict_cluster::WriteError::NotLeader { leader })) => {
-                Err(ApiError::unavailable(
-                    "no_leader",
-                    match leader {
-                        Some((id, info)) => format!(
-                            "this node is not the leader; node {id} at {} is",
-                            info.api_addr
-                        ),
-                        None => "no leader is known right now; retry shortly".to_string(),
-                    },
-                ))
-            }
-            Ok(Err(verdict_cluster::WriteError::Unavailable(m))) => Err(ApiError::unavailable(
-                "no_leader",
-                format!("the write could not be committed: {m}"),
-            )),
-            Ok(Err(verdict_cluster::WriteError::Unknown(m))) => Err(ApiError::unavailable(
-                "outcome_unknown",
-                format!(
-                    "leadership changed while the write was pending, so it may or may not have \
-                     been applied ({m}); retry it with the same Idempotency-Key header, which \
-                     applies it at most once, or read the resource to see"
-                ),
-            )),
+            Ok(Err(e)) => Err(write_error(e)),
         }
     }
 
@@ -311,5 +293,33 @@ impl AppState {
                 ),
             )),
         }
+    }
+}
+
+/// The answer to a write that did not commit.
+pub(crate) fn write_error(e: verdict_cluster::WriteError) -> ApiError {
+    match e {
+        verdict_cluster::WriteError::NotLeader { leader } => ApiError::unavailable(
+            "no_leader",
+            match leader {
+                Some((id, info)) => format!(
+                    "this node is not the leader; node {id} at {} is",
+                    info.api_addr
+                ),
+                None => "no leader is known right now; retry shortly".to_string(),
+            },
+        ),
+        verdict_cluster::WriteError::Unavailable(m) => ApiError::unavailable(
+            "no_leader",
+            format!("the write could not be committed: {m}"),
+        ),
+        verdict_cluster::WriteError::Unknown(m) => ApiError::unavailable(
+            "outcome_unknown",
+            format!(
+                "leadership changed while the write was pending, so it may or may not have \
+                 been applied ({m}); retry it with the same Idempotency-Key header, which \
+                 applies it at most once, or read the resource to see"
+            ),
+        ),
     }
 }

@@ -34,6 +34,8 @@ pub struct Member {
     stopped: bool,
     /// With TLS on its API: the CA (PEM) its certificate chains to; the API is then `https://`.
     tls_ca: Option<Vec<u8>>,
+    /// The `verdict` binary it runs: this build's unless a test swaps in another release's.
+    bin: PathBuf,
 }
 
 impl Member {
@@ -52,6 +54,7 @@ impl Member {
             args: Vec::new(),
             stopped: false,
             tls_ca: None,
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_verdict")),
         }
     }
 
@@ -81,7 +84,7 @@ impl Member {
         self.runs += 1;
         let log = File::create(self.log_path()).expect("create node log");
         let err = log.try_clone().expect("clone log handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        let child = Command::new(&self.bin)
             .args(["serve", "--node-id", &self.id.to_string()])
             .arg("--data-dir")
             .arg(self.data.path())
@@ -150,6 +153,14 @@ impl Member {
     pub fn sigcont(&mut self) {
         self.signal("-CONT");
         self.stopped = false;
+    }
+
+    /// The next (re)start runs `bin` (`None`: this build's) with `extra` serve flags after its
+    /// bootstrap flags, on the same id, data directory and ports: an in-place upgrade or rollback.
+    pub fn set_binary(&mut self, bin: Option<PathBuf>, extra: &[&str]) {
+        self.bin = bin.unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_verdict")));
+        self.args.truncate(2);
+        self.args.extend(extra.iter().map(|s| s.to_string()));
     }
 
     /// SIGKILLs (if running) and starts again on the same data and ports; does not wait.
@@ -257,6 +268,31 @@ impl Cluster {
         for m in &mut members {
             m.args = vec!["--initial-cluster".into(), spec.clone()];
             m.args.extend(extra.iter().map(|s| s.to_string()));
+            m.spawn();
+        }
+        for m in &members {
+            m.wait_ready(Duration::from_secs(30)).await;
+        }
+        Cluster { members }
+    }
+
+    /// Starts `n` members with static bootstrap, member `id` running `setup(id)`: a binary
+    /// (`None`: this build's) and its serve flags. Waits until all are ready.
+    pub async fn start_each(
+        n: u64,
+        setup: impl Fn(u64) -> (Option<PathBuf>, Vec<String>),
+    ) -> Cluster {
+        let mut members: Vec<Member> = (1..=n).map(Member::new).collect();
+        let spec = members
+            .iter()
+            .map(|m| format!("{}={}/{}", m.id, m.api_addr, m.peer_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            let (bin, extra) = setup(m.id);
+            m.args = vec!["--initial-cluster".into(), spec.clone()];
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            m.set_binary(bin, &extra);
             m.spawn();
         }
         for m in &members {

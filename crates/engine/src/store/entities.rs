@@ -134,6 +134,64 @@ impl EntityStore {
         Ok(entities_changed(Changed::All))
     }
 
+    /// `EditParents`: adds and removes direct parents of the stored entity `uid`, its attributes
+    /// unchanged; validated against `schema` and the closure limits like an upsert of the result.
+    pub(crate) fn edit_parents(
+        &mut self,
+        (entity_type, id): (&str, &str),
+        add: &[(String, String)],
+        remove: &[(String, String)],
+        schema: Option<&Schema>,
+        at: &WriteContext<'_>,
+    ) -> Result<ChangeSet, EngineError> {
+        let uid = uid_from_parts(entity_type, id)?;
+        let Some(stored) = self.entities.get(&uid) else {
+            return Err(EngineError::new(
+                ErrorCode::NotFound,
+                format!("no entity `{uid}`: create it with `POST /v1/entities` first"),
+            ));
+        };
+        at.check_if_match("the entity", stored.version)?;
+        let parse = |pairs: &[(String, String)]| {
+            pairs
+                .iter()
+                .map(|(t, i)| uid_from_parts(t, i))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let (add, remove) = (parse(add)?, parse(remove)?);
+        if add.contains(&uid) {
+            return Err(EngineError::new(
+                ErrorCode::EntityInvalid,
+                format!("`{uid}` cannot be its own parent"),
+            ));
+        }
+        let mut parents: Vec<EntityUid> = stored
+            .parents
+            .iter()
+            .filter(|p| !remove.contains(p))
+            .cloned()
+            .collect();
+        for p in add {
+            if !parents.contains(&p) {
+                parents.push(p);
+            }
+        }
+        let mut json = stored.json.clone();
+        let parents_json: Vec<serde_json::Value> = parents
+            .iter()
+            .map(|p| serde_json::json!({"type": p.type_name().to_string(), "id": p.id().unescaped()}))
+            .collect();
+        if let Some(object) = json.as_object_mut() {
+            object.insert("parents".into(), serde_json::Value::Array(parents_json));
+        }
+        let parsed = parse_entities(&serde_json::Value::Array(vec![json]), schema)?;
+        let mut next = self.clone();
+        next.write_all(parsed, at.version, ClosureLimits::WRITE)?;
+        *self = next;
+        self.entities_version = at.version;
+        Ok(entities_changed(Changed::Ids(vec![uid])))
+    }
+
     /// Writes this store's part of the persisted state.
     pub(crate) fn save(&self, into: &mut PersistedState) {
         let mut entities: Vec<(String, u64)> = self

@@ -10,11 +10,13 @@ pub mod context;
 pub mod credentials;
 pub mod entities;
 pub mod idempotency;
+pub mod level;
 pub mod policies;
 pub mod tokens;
 
 use crate::store::credentials::CredentialStore;
 use crate::store::entities::EntityStore;
+use crate::store::level::ActiveLevel;
 use crate::store::policies::PolicyStore;
 use crate::store::tokens::TokenState;
 
@@ -30,4 +32,6 @@ pub struct Stores {
     pub tokens: TokenState,
     /// API credentials.
     pub credentials: CredentialStore,
+    /// The cluster's active format level.
+    pub level: ActiveLevel,
 }

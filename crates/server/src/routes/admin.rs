@@ -378,6 +378,87 @@ pub async fn delete_entities(
     }
 }
 
+/// `POST /v1/entities/{type}/{id}/parents` `{"add": [uid…], "remove": [uid…]}`: adds and
+/// removes direct parents of a stored entity in one write (format level 2).
+pub async fn edit_parents(
+    State(state): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((ty, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Response {
+    let level = verdict_engine::command::LEVEL_OF_NEW_COMMANDS;
+    if let Some(refused) =
+        crate::routes::upgrade::require_level(&state, level, "edit_parents").await
+    {
+        return refused.into_response();
+    }
+    let command = (|| {
+        let uid = uid_from_parts(&ty, &id)?;
+        let v = body::json(&admin_body(&state, raw)?)?;
+        let Some(fields) = v.as_object() else {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                r#"the body must be {"add": [{"type": "Group", "id": "g"}], "remove": [...]}"#,
+            ));
+        };
+        if let Some(unknown) = fields.keys().find(|k| *k != "add" && *k != "remove") {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "unknown field `{}`: only `add` and `remove` are read",
+                    verdict_engine::ids::truncate(unknown, 32)
+                ),
+            ));
+        }
+        let list = |name: &str| -> Result<Vec<cedar_policy::EntityUid>, ApiError> {
+            match fields.get(name) {
+                None => Ok(Vec::new()),
+                Some(items) => verdict_engine::entity::parse_uids(items).map_err(|e| {
+                    ApiError::bad_request("entity_invalid", format!("`{name}`: {}", e.detail))
+                }),
+            }
+        };
+        let (add, remove) = (list("add")?, list("remove")?);
+        if add.is_empty() && remove.is_empty() {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                "nothing to change: give `add` or `remove` (arrays of {\"type\", \"id\"})",
+            ));
+        }
+        too_many(
+            add.len() + remove.len(),
+            state.config.max_entities_per_write,
+            "parents",
+            "max_entities_per_write",
+        )?;
+        may_write_types(
+            &caller,
+            std::iter::once(uid.type_name().to_string().as_str()),
+        )?;
+        may_give_parents(&caller, &uid_types_of(&add))?;
+        let pairs = |uids: &[cedar_policy::EntityUid]| -> Vec<(String, String)> {
+            uids.iter()
+                .map(|u| (u.type_name().to_string(), u.id().unescaped().to_string()))
+                .collect()
+        };
+        Ok::<_, ApiError>(Command::EditParents {
+            entity_type: ty.clone(),
+            id: id.clone(),
+            add: pairs(&add),
+            remove: pairs(&remove),
+        })
+    })();
+    match command {
+        Ok(c) => write(&state, &headers, c).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn uid_types_of(uids: &[cedar_policy::EntityUid]) -> Vec<String> {
+    uids.iter().map(|u| u.type_name().to_string()).collect()
+}
+
 /// `GET /v1/entities/{type}/{id}`.
 pub async fn get_entity(
     State(state): State<Shared>,

@@ -43,6 +43,9 @@ pub async fn status(State(state): State<Shared>) -> Response {
                 body::set(&mut m, "term", json!(r.term));
                 body::set(&mut m, "leader", json!(r.leader));
                 body::set(&mut m, "ready", json!(r.not_ready.is_none()));
+                // A member of the release before levels reports neither: level 1, release unknown.
+                body::set(&mut m, "release", json!(r.release));
+                body::set(&mut m, "supported_level", json!(r.supported_level));
                 if let Some(reason) = r.not_ready {
                     body::set(&mut m, "not_ready_reason", json!(reason));
                 }
@@ -66,6 +69,7 @@ pub async fn status(State(state): State<Shared>) -> Response {
         "voters": ids(true),
         "learners": ids(false),
         "removed": state.node.removed_ids(),
+        "active_level": state.node.active_level(),
         "members": members,
     });
     body::versioned(body, s.applied)

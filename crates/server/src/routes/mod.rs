@@ -10,4 +10,5 @@ pub mod drain;
 pub mod health;
 pub mod peer;
 pub mod tokens;
+pub mod upgrade;
 pub mod watch;

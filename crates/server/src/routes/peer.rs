@@ -88,7 +88,17 @@ pub async fn require_cluster_secret(
 }
 
 /// `POST /raft/{rpc}`, behind [`require_cluster_secret`].
-pub async fn rpc(State(state): State<PeerState>, Path(rpc): Path<String>, body: Body) -> Response {
+pub async fn rpc(
+    State(state): State<PeerState>,
+    Path(rpc): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    // The newest peer message format the caller reads; none from the release before levels.
+    let peer_reads = headers
+        .get(verdict_cluster::levels::PEER_READS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u8>().ok());
     let Some(limit) = body_limit(&state.state.config, &rpc) else {
         return (StatusCode::NOT_FOUND, format!("no peer RPC `{rpc}`")).into_response();
     };
@@ -119,7 +129,7 @@ pub async fn rpc(State(state): State<PeerState>, Path(rpc): Path<String>, body: 
                 .into_response()
         }
     };
-    match state.service.handle(&rpc, &bytes).await {
+    match state.service.handle(&rpc, &bytes, peer_reads).await {
         Ok(bytes) => bytes.into_response(),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             (StatusCode::FORBIDDEN, e.to_string()).into_response()

@@ -13,10 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::types::Written;
-use crate::CapacityCheck;
-use crate::ClusterStatus;
 use crate::Decision;
-use crate::Drained;
 use crate::EntityRecord;
 use crate::Error;
 use crate::EvaluationRequest;
@@ -28,8 +25,6 @@ use crate::PolicyList;
 use crate::Readiness;
 use crate::Result;
 use crate::Schema;
-use crate::Undrained;
-use crate::UpgradeStatus;
 
 const MIN_VERSION: &str = "verdict-min-version";
 const VERSION: &str = "verdict-version";
@@ -303,30 +298,6 @@ impl Client {
         self.write(rb, if_match, idempotency_key).await
     }
 
-    /// `GET /v1/cluster`.
-    pub async fn cluster(&self) -> Result<ClusterStatus> {
-        let resp = self
-            .send(self.request(Method::GET, &["v1", "cluster"])?)
-            .await?;
-        decode(resp).await
-    }
-
-    /// `GET /v1/cluster/upgrade`: format levels, each member's release, what holds an upgrade back.
-    pub async fn upgrade_status(&self) -> Result<UpgradeStatus> {
-        let rb = self.request(Method::GET, &["v1", "cluster", "upgrade"])?;
-        decode(self.send(rb).await?).await
-    }
-
-    /// `POST /v1/cluster/upgrade/finalize`: raises the active format level (default: the highest
-    /// the answering node supports); the version of the raising entry.
-    pub async fn finalize_upgrade(&self, level: Option<u8>) -> Result<u64> {
-        let mut rb = self.request(Method::POST, &["v1", "cluster", "upgrade", "finalize"])?;
-        if let Some(level) = level {
-            rb = rb.json(&serde_json::json!({ "level": level }));
-        }
-        self.write(rb, None, None).await
-    }
-
     /// `POST /v1/entities/{type}/{id}/parents`: adds and removes direct parents of one entity
     /// (`(type, id)` pairs), in one write.
     pub async fn edit_parents(
@@ -347,83 +318,6 @@ impl Client {
             .request(Method::POST, &["v1", "entities", r#type, id, "parents"])?
             .json(&serde_json::json!({"add": uids(add), "remove": uids(remove)}));
         self.write(rb, if_match, idempotency_key).await
-    }
-
-    /// `POST /v1/cluster/learners`: adds a node started with `--join` as a learner.
-    pub async fn add_learner(&self, id: u64, api_addr: &str, peer_addr: &str) -> Result<u64> {
-        let rb = self
-            .request(Method::POST, &["v1", "cluster", "learners"])?
-            .json(&serde_json::json!({"id": id, "api_addr": api_addr, "peer_addr": peer_addr}));
-        self.write(rb, None, None).await
-    }
-
-    /// `PUT /v1/cluster/voters`: exactly `ids` vote; voters left out are removed.
-    pub async fn set_voters(&self, ids: &[u64]) -> Result<u64> {
-        let rb = self
-            .request(Method::PUT, &["v1", "cluster", "voters"])?
-            .json(&serde_json::json!({ "ids": ids }));
-        self.write(rb, None, None).await
-    }
-
-    /// `DELETE /v1/cluster/members/{id}`.
-    pub async fn remove_member(&self, id: u64) -> Result<u64> {
-        let rb = self.request(
-            Method::DELETE,
-            &["v1", "cluster", "members", &id.to_string()],
-        )?;
-        self.write(rb, None, None).await
-    }
-
-    /// `POST /v1/cluster/transfer-leader`.
-    pub async fn transfer_leader(&self, to: u64) -> Result<u64> {
-        let rb = self
-            .request(Method::POST, &["v1", "cluster", "transfer-leader"])?
-            .json(&serde_json::json!({ "to": to }));
-        self.write(rb, None, None).await
-    }
-
-    /// `POST /v1/node/drain` on this client's node.
-    pub async fn drain(&self) -> Result<Drained> {
-        let resp = self
-            .send(self.request(Method::POST, &["v1", "node", "drain"])?)
-            .await?;
-        decode(resp).await
-    }
-
-    /// `POST /v1/cluster/members/{id}/drain`: drains member `id` through this client's node.
-    pub async fn drain_member(&self, id: u64) -> Result<Drained> {
-        let path = ["v1", "cluster", "members", &id.to_string(), "drain"];
-        let resp = self.send(self.request(Method::POST, &path)?).await?;
-        decode(resp).await
-    }
-
-    /// `DELETE /v1/node/drain`: this client's node takes traffic again.
-    pub async fn undrain(&self) -> Result<Undrained> {
-        let resp = self
-            .send(self.request(Method::DELETE, &["v1", "node", "drain"])?)
-            .await?;
-        decode(resp).await
-    }
-
-    /// `DELETE /v1/cluster/members/{id}/drain`: member `id` takes traffic again.
-    pub async fn undrain_member(&self, id: u64) -> Result<Undrained> {
-        let path = ["v1", "cluster", "members", &id.to_string(), "drain"];
-        let resp = self.send(self.request(Method::DELETE, &path)?).await?;
-        decode(resp).await
-    }
-
-    /// `GET /v1/cluster/capacity?without=…&min_headroom=…`: whether the members left without
-    /// `without` carry the cluster's current decision rate with at least `min_headroom` percent
-    /// headroom.
-    pub async fn capacity(&self, without: &[u64], min_headroom: f64) -> Result<CapacityCheck> {
-        let ids: Vec<String> = without.iter().map(u64::to_string).collect();
-        let rb = self
-            .request(Method::GET, &["v1", "cluster", "capacity"])?
-            .query(&[
-                ("without", ids.join(",")),
-                ("min_headroom", min_headroom.to_string()),
-            ]);
-        decode(self.send(rb).await?).await
     }
 
     /// `GET /v1/watch?from=N`: the raw server-sent-event response, to read with
@@ -535,7 +429,7 @@ impl Client {
 
     /// A request to the base URL plus `segments`, each percent-encoded as one path segment (so a
     /// policy id with `/` or an entity type with `::` stays one segment).
-    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder> {
+    pub(crate) fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| Error::InvalidUrl {
@@ -569,7 +463,7 @@ impl Client {
         })
     }
 
-    async fn write(
+    pub(crate) async fn write(
         &self,
         mut rb: RequestBuilder,
         if_match: Option<u64>,
@@ -586,7 +480,7 @@ impl Client {
     }
 
     /// Sends and turns any non-success answer into an [`Error`].
-    async fn send(&self, rb: RequestBuilder) -> Result<Response> {
+    pub(crate) async fn send(&self, rb: RequestBuilder) -> Result<Response> {
         let resp = rb.send().await.map_err(Error::Transport)?;
         if resp.status().is_success() {
             Ok(resp)
@@ -608,7 +502,7 @@ async fn error_from(resp: Response) -> Error {
     }
 }
 
-async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T> {
+pub(crate) async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T> {
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.map_err(Error::Transport)?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Decode {

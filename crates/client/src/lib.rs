@@ -30,6 +30,7 @@
 )]
 
 mod client;
+mod cluster;
 mod error;
 mod types;
 
